@@ -1,0 +1,59 @@
+"""Shared test configuration: every script joins the suite by being listed here, not by copying tests."""
+import importlib
+import os
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# script module -> what it is (family: environment family, kind: method)
+SCRIPTS = {
+    "polyprune_dqn_atari_jax": {"family": "atari", "kind": "polyprune_dqn"},
+}
+
+# Smoke runs (subprocess, tiny steps, compressed schedules). Each entry: the flags, and the final kernel sparsity
+# the saved model must hold exactly.
+SMOKE = {
+    "polyprune_dqn_atari_jax": {
+        "argv": ["--total-timesteps", "400", "--learning-starts", "100", "--buffer-size", "300", "--batch-size", "4",
+                 "--pruning-frequency", "40", "--target-update-period", "100", "--network-size", "small",
+                 "--final-sparsity", "0.9", "--save-model", "--eval-episodes", "1"],
+        "final_sparsity": 0.9,
+        "tags": ["charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values", "sparsity/online",
+                 "sparsity/target", "charts/nonzero_params", "eval/episodic_return"],
+    },
+}
+
+# Bad flags: (argv, a piece of the one-line error that must name the problem)
+BAD_FLAGS = {
+    "polyprune_dqn_atari_jax": [
+        (["--final-sparsity", "1.0"], "--final-sparsity"),
+        (["--final-sparsity", "-0.1"], "--final-sparsity"),
+        (["--pruning-start", "0.9", "--pruning-end", "0.5"], "--pruning-start"),
+        (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
+        (["--learning-starts", "2000", "--total-timesteps", "1000"], "--learning-starts"),
+        (["--env-id", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
+        (["--env-id", "CartPole-v1"], "not an ALE"),
+        (["--network-size", "huge"], "--network-size"),
+        (["--buffer-size", "100000000000"], "--buffer-size"),
+        (["--gamma", "1.5"], "--gamma"),
+    ],
+}
+
+
+def scripts_where(**conditions):
+    return [name for name, info in SCRIPTS.items() if all(info.get(k) == v for k, v in conditions.items())]
+
+
+def scripts_with(attr):
+    return [name for name in SCRIPTS if hasattr(importlib.import_module(name), attr)]
+
+
+@pytest.fixture(params=list(SCRIPTS), scope="module")
+def mod(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture(params=scripts_where(family="atari"), scope="module")
+def atari_mod(request):
+    return importlib.import_module(request.param)
