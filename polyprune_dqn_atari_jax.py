@@ -447,6 +447,7 @@ def make_update(args, q_network, optimizer):
     return jax.jit(update, donate_argnums=(0, 1))
 
 
+# >>> atari: online dqn
 def linear_schedule(start_e, end_e, duration, t):
     return max(end_e + (start_e - end_e) * (1.0 - t / duration), end_e)
 
@@ -477,7 +478,8 @@ def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, epsil
     return returns
 
 
-def validate(args):
+def check_online_dqn_args(args):
+    """Checks shared by the online DQN scripts (environment, replay, DQN hyperparameters)."""
     check(args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}")
     check(args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}")
     check(args.adam_eps > 0, f"--adam-eps must be > 0, got {args.adam_eps}")
@@ -497,14 +499,21 @@ def validate(args):
     check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     check(0.0 <= args.eval_epsilon <= 1.0, f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
     hidden_width(args.network_size)
+    check_atari_env_id(args.env_id)
+    ReplayBuffer.check_memory(args.buffer_size)
+
+
+# <<< atari: online dqn
+
+
+def validate(args):
+    check_online_dqn_args(args)
     check(0.0 <= args.final_sparsity < 1.0, f"--final-sparsity must be in [0, 1), got {args.final_sparsity}")
     check(0.0 <= args.pruning_start <= 1.0, f"--pruning-start must be in [0, 1], got {args.pruning_start}")
     check(0.0 <= args.pruning_end <= 1.0, f"--pruning-end must be in [0, 1], got {args.pruning_end}")
     check(args.pruning_start < args.pruning_end,
           f"--pruning-start {args.pruning_start} must come before --pruning-end {args.pruning_end}")
     check(args.pruning_frequency >= 1, f"--pruning-frequency must be >= 1, got {args.pruning_frequency}")
-    check_atari_env_id(args.env_id)
-    ReplayBuffer.check_memory(args.buffer_size)
 
 
 if __name__ == "__main__":
