@@ -48,4 +48,42 @@ class PolyPruneDQNTrainer:
         return dict(state, params=params, opt=opt)
 
 
-TRAINERS = {"polyprune_dqn": PolyPruneDQNTrainer}
+class EauDeDQNTrainer:
+    """A population of K members stacked on a leading axis, updated by the script's one vmapped step."""
+
+    def __init__(self, mod, learning_rate=1e-3, population_size=2, population_step="auto"):
+        self.mod, self.k = mod, population_size
+        self.args = tyro.cli(mod.Args, args=["--batch-size", "4", "--network-size", "small", "--population-step", population_step,
+                                             "--population-size", str(population_size), "--tournament-size", "2"])
+        self.net = mod.QNetwork(action_dim=N_ACTIONS, hidden=32)
+        self.optimizer = optax.adam(learning_rate, eps=self.args.adam_eps)
+        self.update = mod.make_update(self.args, self.net, self.optimizer)
+
+    def init(self, key):
+        keys = jax.random.split(key, self.k)
+        params = jax.vmap(self.net.init, in_axes=(0, None))(keys, np.zeros((1, 4, 84, 84), np.uint8))
+        pop = {"params": params, "masks": jax.vmap(self.mod.dense_mask)(params),
+               "opt_state": jax.vmap(self.optimizer.init)(params)}
+        return {"pop": pop, "target": self.mod.member(params, 0), "cum": jnp.zeros(self.k)}
+
+    def members(self, state):
+        return [(self.mod.member(state["pop"]["params"], k), self.mod.member(state["pop"]["masks"], k))
+                for k in range(self.k)]
+
+    def prune(self, state, sparsity):
+        pop = dict(state["pop"])
+        for k in range(self.k):
+            mask = self.mod.make_mask(self.mod.member(pop["params"], k), sparsity, self.mod.member(pop["masks"], k))
+            params = self.mod.apply_mask(self.mod.member(pop["params"], k), mask)
+            pop["masks"] = jax.tree.map(lambda x, y: x.at[k].set(y), pop["masks"], mask)
+            pop["params"] = jax.tree.map(lambda x, y: x.at[k].set(y), pop["params"], params)
+        return dict(state, pop=pop)
+
+    def step(self, state, key):
+        pop = dict(state["pop"])
+        pop["params"], pop["opt_state"], cum, _, _ = self.update(pop["params"], pop["opt_state"], pop["masks"],
+                                                                 state["target"], atari_batch(key), state["cum"])
+        return dict(state, pop=pop, cum=cum)
+
+
+TRAINERS = {"polyprune_dqn": PolyPruneDQNTrainer, "eaudedqn": EauDeDQNTrainer}

@@ -9,6 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # script module -> what it is (family: environment family, kind: method)
 SCRIPTS = {
     "polyprune_dqn_atari_jax": {"family": "atari", "kind": "polyprune_dqn"},
+    "eaudedqn_atari_jax": {"family": "atari", "kind": "eaudedqn"},
 }
 
 # Smoke runs (subprocess, tiny steps, compressed schedules). Each entry: the flags, and the final kernel sparsity
@@ -21,6 +22,15 @@ SMOKE = {
         "final_sparsity": 0.9,
         "tags": ["charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values", "sparsity/online",
                  "sparsity/target", "charts/nonzero_params", "eval/episodic_return"],
+    },
+    "eaudedqn_atari_jax": {
+        "argv": ["--total-timesteps", "800", "--learning-starts", "100", "--buffer-size", "800", "--batch-size", "4",
+                 "--target-update-period", "100", "--population-size", "2", "--tournament-size", "2", "--beta", "0.5",
+                 "--network-size", "small", "--save-model", "--eval-episodes", "1"],
+        "final_sparsity": None,  # discovered: the test checks the saved target against the logged sparsity/target
+        "tags": ["charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values", "sparsity/online",
+                 "sparsity/target", "sparsity/member_0", "sparsity/member_1", "population/loss_0", "population/loss_1",
+                 "population/selected", "population/n_copies", "charts/nonzero_params", "eval/episodic_return"],
     },
 }
 
@@ -37,6 +47,18 @@ BAD_FLAGS = {
         (["--network-size", "huge"], "--network-size"),
         (["--buffer-size", "100000000000"], "--buffer-size"),
         (["--gamma", "1.5"], "--gamma"),
+    ],
+    "eaudedqn_atari_jax": [
+        (["--population-size", "0"], "--population-size"),
+        (["--population-size", "2"], "--tournament-size"),
+        (["--tournament-size", "0"], "--tournament-size"),
+        (["--alpha", "-1"], "--alpha"),
+        (["--beta", "1.5"], "--beta"),
+        (["--target-update-period", "8002"], "--target-update-period"),
+        (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
+        (["--learning-starts", "2000", "--total-timesteps", "1000"], "--learning-starts"),
+        (["--env-id", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
+        (["--network-size", "0"], "--network-size"),
     ],
 }
 

@@ -53,21 +53,25 @@ def test_smoke_run_logs_and_saves_exact_sparsity(script, tmp_path):
     scalars = read_scalars(run_dir)
     missing = [t for t in spec["tags"] if t not in scalars]
     assert not missing, f"tags not logged: {missing}; logged {sorted(scalars)}"
-    s_final = spec["final_sparsity"]
     model_path = os.path.join(run_dir, f"{script}.cleanrl_model")
     saved = flax.serialization.msgpack_restore(open(model_path, "rb").read())
     params, masks = kernel_leaves(saved["params"]), kernel_leaves(saved["masks"])
     n = sum(k.size for k in params)
-    zeros_expected = n - max(1, round(n * (1 - s_final)))
-    assert sum(int((m == 0).sum()) for m in masks) == zeros_expected
-    assert sum(int((p == 0).sum()) for p in params) >= zeros_expected
+    zeros = sum(int((m == 0).sum()) for m in masks)
+    if spec["final_sparsity"] is not None:  # a schedule: the saved model holds exactly the final sparsity
+        assert zeros == n - max(1, round(n * (1 - spec["final_sparsity"])))
+    assert sum(int((p == 0).sum()) for p in params) >= zeros
     for p, m in zip(params, masks):
         assert not p[m == 0].any(), "a masked weight is non-zero in the saved model"
     assert all(np.all(m) for m in _leaves(saved["masks"]) if np.ndim(m) <= 1), "biases must stay dense"
     # the logged sparsity is the achieved one: the exact zero fraction (float32 in the event file)
-    logged = scalars.get("sparsity/online") or scalars["sparsity/target"]
-    assert logged[-1][1] == pytest.approx(zeros_expected / n, abs=1e-6)
-    assert all(b[1] >= a[1] - 1e-9 for a, b in zip(logged, logged[1:])), "sparsity must never decrease"
+    logged = scalars.get("sparsity/online") if spec["final_sparsity"] is not None else scalars["sparsity/target"]
+    assert logged[-1][1] == pytest.approx(zeros / n, abs=1e-6)
+    if "population/selected" in spec["tags"]:  # EauDe: population updates happened and the target got sparser
+        assert len(scalars["population/selected"]) >= 1
+        assert logged[-1][1] > 0.0, "the target's sparsity never rose above 0"
+    else:
+        assert all(b[1] >= a[1] - 1e-9 for a, b in zip(logged, logged[1:])), "sparsity must never decrease"
     assert np.isfinite([v for _, v in scalars["losses/td_loss" if "losses/td_loss" in scalars else "losses/qf_loss"]]).all()
     assert len(scalars["eval/episodic_return"]) >= 1
 

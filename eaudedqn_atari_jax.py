@@ -1,0 +1,696 @@
+# EauDeDQN: DQN whose population of sparse online networks discovers its own sparsity schedule (Eau De Q-Network). Docs: README.md
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import ale_py
+import flax
+import flax.linen as nn
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from tensorboard.summary import Writer
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (W&B and openrlbenchmark group runs by it)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, jax and the environment)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save params and masks into `runs/{run_name}` and evaluate the saved model"""
+
+    env_id: str = "ALE/Pong-v5"
+    """the id of the environment (a gymnasium ALE v5 id)"""
+    total_timesteps: int = 10_000_000
+    """total environment steps of the experiment (agent steps, 4 frames each; 10M = 40M frames)"""
+    learning_rate: float = 6.25e-5
+    """the learning rate of the Adam optimizer"""
+    adam_eps: float = 1.5e-4
+    """the epsilon of the Adam optimizer"""
+    buffer_size: int = 1_000_000
+    """the replay memory buffer size (frames; about 7.1 KB each)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    batch_size: int = 32
+    """the batch size of sample from the replay memory"""
+    learning_starts: int = 20_000
+    """environment step to start learning (minimum replay size)"""
+    train_frequency: int = 4
+    """environment steps between two gradient steps"""
+    target_update_period: int = 8_000
+    """environment steps between two target updates; each one selects the best member and refills the population"""
+    start_e: float = 1.0
+    """the starting epsilon for exploration"""
+    end_e: float = 0.01
+    """the ending epsilon for exploration"""
+    exploration_steps: int = 250_000
+    """environment steps over which epsilon decays linearly from start-e to end-e (from step 0)"""
+    max_episode_steps: int = 27_000
+    """agent steps after which an episode is truncated (bootstrapped, not terminal)"""
+    network_size: str = "medium"
+    """width of the Q-network's hidden dense layer: small (32), medium (512), large (2048) or a positive integer"""
+    eval_episodes: int = 10
+    """episodes run by the evaluation of the saved model (with --save-model)"""
+    eval_epsilon: float = 0.01
+    """epsilon of the epsilon-greedy evaluation policy"""
+
+    population_size: int = 5
+    """K, the number of online networks; 1 runs a single dense network (no tournament, sparsity stays 0)"""
+    tournament_size: int = 3
+    """members drawn (without replacement) in each tournament that refills the population; at most K"""
+    alpha: float = 3.0
+    """max multiple of the "reach sparsity 1 at the end of training" step sampled for a copy's new sparsity (Eq. 3)"""
+    beta: float = 0.01
+    """max fraction of the remaining weights a copy may prune at one population update (Eq. 3)"""
+    prune_scope: Literal["global", "erk"] = "global"
+    """global: one magnitude threshold over all kernels; erk: per-layer top-k with Erdos-Renyi-Kernel allocation"""
+    population_step: Literal["auto", "vmap", "unrolled"] = "auto"
+    """how the one jitted update runs the K members: vmap, or a loop unrolled at trace time (same results); auto picks
+    vmap on GPU/TPU and unrolled on CPU, where XLA's batched (grouped) convolutions are about 2x slower"""
+
+
+# >>> shared: cli
+class ArgError(ValueError):
+    """A flag value that cannot run; main prints it as one line and exits with status 2."""
+
+
+def check(ok, message):
+    if not ok:
+        raise ArgError(message)
+
+
+def available_memory_bytes():
+    """Memory this process can still allocate without swapping (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_or_exit(args_cls, validate, argv=None):
+    """Parses the CLI with tyro, then validates; a bad value ends the program with one line on stderr."""
+    args = tyro.cli(args_cls, args=argv)
+    try:
+        validate(args)
+    except ArgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
+# <<< shared: cli
+
+
+# >>> atari: environment
+NETWORK_SIZES = {"small": 32, "medium": 512, "large": 2048}
+
+
+def hidden_width(network_size):
+    """Width of the first dense layer: a preset name or a positive integer given as text."""
+    if network_size in NETWORK_SIZES:
+        return NETWORK_SIZES[network_size]
+    check(network_size.isdigit() and int(network_size) > 0,
+          f"--network-size must be small, medium, large or a positive integer, got {network_size!r}")
+    return int(network_size)
+
+
+def check_atari_env_id(env_id):
+    gym.register_envs(ale_py)  # importing ale_py registers the ALE ids; this makes the dependency explicit
+    check(env_id in gym.registry, f"--env-id {env_id!r} is not a registered gymnasium environment (Atari ids look like ALE/Pong-v5)")
+    check("ale_py" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not an ALE (Atari) environment")
+
+
+def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
+    """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
+    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset."""
+
+    def thunk():
+        kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False, max_num_frames_per_episode=100_000)
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array", **kwargs)
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id, **kwargs)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)  # a truncation: the target bootstraps through it
+        env = gym.wrappers.RecordEpisodeStatistics(env)  # raw (unclipped) return, length in agent steps
+        env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+        env.action_space.seed(seed + idx)
+        return env
+
+    return thunk
+
+
+# <<< atari: environment
+
+
+# >>> atari: network
+class QNetwork(nn.Module):
+    """Nature CNN with SAME padding (7744 features) and a hidden dense layer of `hidden` units."""
+
+    action_dim: int
+    hidden: int = 512
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32) / 255.0  # (B, 4, 84, 84) uint8 -> NHWC in [0, 1]
+        init = nn.initializers.xavier_uniform()
+        x = nn.relu(nn.Conv(32, kernel_size=(8, 8), strides=(4, 4), kernel_init=init)(x))
+        x = nn.relu(nn.Conv(64, kernel_size=(4, 4), strides=(2, 2), kernel_init=init)(x))
+        x = nn.relu(nn.Conv(64, kernel_size=(3, 3), strides=(1, 1), kernel_init=init)(x))
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.hidden, kernel_init=init)(x))
+        return nn.Dense(self.action_dim, kernel_init=init)(x)
+
+
+# <<< atari: network
+
+
+# >>> atari: replay buffer
+class ReplayBuffer:
+    """Ring buffer that stores each 84x84 frame once and rebuilds 4-frame stacks at sample time.
+
+    Row j holds the newest frame of the state in which action a_j was taken, with r_j and terminal_j. When an episode
+    ends (terminal or truncated) one extra "final" row holds the frame after the last action, so the last transition
+    keeps its next state (truncations bootstrap). Stacks are zero-padded before an episode's first row, as the
+    environment's FrameStackObservation(padding_type="zero") does. A transition j is sampled only if its row, the 3
+    rows of history it needs and row j+1 are all still in the ring, and row j is not a final row.
+    """
+
+    STACK = 4
+
+    @staticmethod
+    def check_memory(capacity, frame_shape=(84, 84)):
+        """Refuses a buffer that would not fit in the memory available now (numpy would only fail once it fills)."""
+        row_bytes = int(np.prod(frame_shape)) + 4 + 4 + 3  # frame, action, reward, 3 flags
+        needed, available = capacity * row_bytes, available_memory_bytes()
+        check(needed < 0.9 * available,
+              f"--buffer-size {capacity} needs {needed / 1e9:.1f} GB of memory but only {available / 1e9:.1f} GB is available")
+
+    def __init__(self, capacity, frame_shape=(84, 84), seed=0):
+        self.check_memory(capacity, frame_shape)
+        self.capacity = capacity
+        self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
+        self.actions = np.zeros(capacity, dtype=np.int32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminals = np.zeros(capacity, dtype=bool)
+        self.firsts = np.zeros(capacity, dtype=bool)  # the row holds an episode's first frame
+        self.finals = np.zeros(capacity, dtype=bool)  # the row holds the frame after an episode's last action
+        self.ptr, self.size, self.episode_open = 0, 0, False
+        self.rng = np.random.default_rng(seed)
+
+    def nbytes(self):
+        return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.terminals, self.firsts, self.finals))
+
+    def _write(self, frame, action, reward, terminal, first, final):
+        p = self.ptr
+        self.frames[p], self.actions[p], self.rewards[p] = frame, action, reward
+        self.terminals[p], self.firsts[p], self.finals[p] = terminal, first, final
+        self.ptr, self.size = (p + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def add(self, frame, action, reward, terminated, truncated, next_frame):
+        """Stores one step: `frame` is the newest frame of the state, `next_frame` that of the next state
+        (used only when the episode ends here)."""
+        self._write(frame, action, reward, terminated, not self.episode_open, False)
+        self.episode_open = True
+        if terminated or truncated:
+            self._write(next_frame, 0, 0.0, False, False, True)
+            self.episode_open = False
+
+    def _physical(self, logical):
+        return (self.ptr - self.size + logical) % self.capacity
+
+    def valid(self, logical):
+        """Which logical indices (0 = oldest row) are transitions that may be sampled."""
+        logical = np.asarray(logical)
+        ok = (logical >= 0) & (logical + 1 < self.size) & ~self.finals[self._physical(logical)]
+        history = logical >= self.STACK - 1
+        for k in range(self.STACK):  # an episode start inside the window means the missing rows are padding
+            history |= (logical - k >= 0) & self.firsts[self._physical(logical - k)]
+        return ok & history
+
+    def transitions(self, logical):
+        """(obs, actions, rewards, terminals, next_obs) of valid logical indices; stacks are (B, 4, 84, 84)."""
+        rows = self._physical(np.asarray(logical)[:, None] + np.arange(-self.STACK + 1, 2))  # (B, 5)
+        frames, firsts = self.frames[rows], self.firsts[rows]
+        later_first = np.flip(np.cumsum(np.flip(firsts, 1), 1), 1)  # firsts at or after each position
+        keep = np.concatenate([later_first[:, 1:] == 0, np.ones_like(firsts[:, :1])], axis=1)
+        frames = np.where(keep[:, :, None, None], frames, 0)
+        p = rows[:, self.STACK - 1]
+        return frames[:, :-1], self.actions[p], self.rewards[p], self.terminals[p].astype(np.float32), frames[:, 1:]
+
+    def sample(self, batch_size):
+        idx = np.empty(0, dtype=np.int64)
+        for _ in range(1000):
+            cand = self.rng.integers(0, self.size, size=2 * batch_size)
+            idx = np.concatenate([idx, cand[self.valid(cand)]])
+            if idx.size >= batch_size:
+                return self.transitions(idx[:batch_size])
+        raise RuntimeError("the replay buffer holds no valid transition to sample")
+
+
+# <<< atari: replay buffer
+
+
+# >>> shared: masking
+def prunable(x):
+    """Kernels (ndim > 1) are pruned, biases never."""
+    return x.ndim > 1
+
+
+def erk_densities(shapes, sparsity):
+    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
+    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()
+        eps = budget / max((raw * sizes)[~dense].sum(), 1e-12)
+        density = np.where(dense, 1.0, eps * raw)
+        if not (density > 1.0).any():
+            return density
+        dense |= density > 1.0
+
+
+def keep_counts(params, sparsity, scope="global"):
+    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
+    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
+    if scope == "global":
+        return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
+    return [max(1, round(int(np.prod(s)) * d)) for s, d in zip(shapes, erk_densities(shapes, float(sparsity)))]
+
+
+@jax.jit
+def _top_k_mask(scores, n_keep):
+    """True for the n_keep largest scores; ties keep the lower flat index."""
+    order = jnp.argsort(-scores, stable=True)
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
+    return rank < n_keep
+
+
+def make_mask(params, sparsity, prev_mask=None, scope="global"):
+    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
+    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    leaves, treedef = jax.tree.flatten(params)
+    prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
+    kernels = [i for i, x in enumerate(leaves) if prunable(x)]
+    scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
+    counts = keep_counts(params, sparsity, scope)
+    if scope == "global":
+        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
+        split = np.cumsum([s.size for s in scores])[:-1]
+        kept = jnp.split(flat, split)
+    else:
+        kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
+    masks = [jnp.ones(x.shape, bool) for x in leaves]
+    for i, k in zip(kernels, kept):
+        masks[i] = k.reshape(leaves[i].shape) & prev[i]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def apply_mask(params, mask):
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+
+
+def dense_mask(params):
+    return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+
+
+def mask_stats(mask):
+    """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
+    leaves = jax.tree.leaves(mask)
+    kernel_total = sum(m.size for m in leaves if prunable(m))
+    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
+    bias_total = sum(m.size for m in leaves if not prunable(m))
+    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+
+
+# <<< shared: masking
+
+
+# >>> shared: logging
+class Progress:
+    """One status line for people: redrawn in place on a terminal, one line a minute (and at the end) otherwise."""
+
+    def __init__(self, total, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.interval = 0.5 if self.tty else 60.0
+        self.last = time.time()
+
+    def update(self, step, final=False, **fields):
+        now = time.time()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        parts = [f"{step:,}/{self.total:,} steps ({100.0 * step / self.total:.1f}%)"]
+        parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items() if v is not None]
+        line = " | ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line[:200].ljust(120) + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class Logger:
+    """Scalars to runs/{run_name} (TensorBoard events, mirrored to W&B with --track) and args.json."""
+
+    def __init__(self, args, run_name):
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                       name=run_name, monitor_gym=True, save_code=True)
+        self.dir = f"runs/{run_name}"
+        os.makedirs(self.dir, exist_ok=True)
+        self.writer = Writer(self.dir)
+        with open(f"{self.dir}/args.json", "w") as f:
+            json.dump(vars(args), f, indent=2)
+
+    def scalars(self, step, **values):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), int(step))
+
+    def close(self):
+        self.writer.close()
+
+
+# <<< shared: logging
+
+
+# >>> shared: population
+def tournament(rng, losses, tournament_size):
+    """k* = argmin of the cumulated losses (NaN never wins; all NaN -> the last index), then K - 1 tournaments of
+    `tournament_size` members drawn without replacement, each won by its lowest loss. Returns (k*, selected)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    k = losses.size
+    fitness = np.where(np.isnan(losses), np.inf, losses)
+    k_star = k - 1 if np.isnan(losses).all() else int(np.nanargmin(losses))
+    selected = [k_star]
+    for _ in range(k - 1):
+        contestants = rng.choice(k, size=tournament_size, replace=False)
+        selected.append(int(contestants[np.argmin(fitness[contestants])]))
+    return k_star, selected
+
+
+def copy_pairs(selected, population_size):
+    """Slots nobody won (ascending) receive copies of members won more than once: [(free slot, parent), ...]."""
+    counts = np.bincount(selected, minlength=population_size)
+    free = [j for j in range(population_size) if counts[j] == 0]
+    parents = [j for j in range(population_size) for _ in range(counts[j] - 1)]
+    return list(zip(free, parents))
+
+
+def sample_sparsity(rng, parent_sparsity, step, horizon, period, alpha, beta):
+    """Eq. 3: xi ~ U(0, alpha); speed = min(xi * period / max(horizon - step, period), beta);
+    s = s_p + speed * (1 - s_p). The line step period / (horizon - step) would reach sparsity 1 at the horizon."""
+    xi = rng.uniform(0.0, alpha)
+    speed = min(xi * period / max(horizon - step, period), beta)
+    return parent_sparsity + speed * (1.0 - parent_sparsity)
+
+
+def member(tree, k):
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def select_population(rng, losses, pop, sparsities, step, horizon, period, args, optimizer):
+    """Population update at a target update. `pop` holds stacked (K, ...) "params", "masks" and "opt_state".
+    k* and every selected member keep weights, mask, sparsity and Adam state; each free slot becomes a copy of its
+    parent with a new sparsity (Eq. 3), a magnitude mask of the copied weights intersected with the parent's mask,
+    and a fresh Adam state. Returns (pop, sparsities, k*, pairs)."""
+    k_star, selected = tournament(rng, losses, args.tournament_size)
+    pairs = copy_pairs(selected, len(sparsities))
+    if not pairs:
+        return pop, sparsities, k_star, pairs
+    source = np.arange(len(sparsities))
+    for free, parent in pairs:
+        source[free] = parent
+    pop = jax.tree.map(lambda x: x[source], pop)  # copies are exact copies of their parents
+    is_copy = jnp.asarray(source != np.arange(len(sparsities)))
+    fresh = jax.vmap(optimizer.init)(pop["params"])
+    pop["opt_state"] = jax.tree.map(lambda f, o: jnp.where(is_copy.reshape((-1,) + (1,) * (o.ndim - 1)), f, o),
+                                    fresh, pop["opt_state"])
+    sparsities = np.array(sparsities, dtype=np.float64)
+    for free, parent in pairs:
+        sparsities[free] = sample_sparsity(rng, sparsities[parent], step, horizon, period, args.alpha, args.beta)
+        mask = make_mask(member(pop["params"], free), sparsities[free], member(pop["masks"], free), args.prune_scope)
+        params = apply_mask(member(pop["params"], free), mask)
+        pop["masks"] = jax.tree.map(lambda x, y: x.at[free].set(y), pop["masks"], mask)
+        pop["params"] = jax.tree.map(lambda x, y: x.at[free].set(y), pop["params"], params)
+    return pop, sparsities, k_star, pairs
+
+
+def sampling_probabilities(losses):
+    """p_k proportional to 1 / (L_k + 1e-6), NaN -> 0; uniform if every p is 0."""
+    p = jnp.nan_to_num(1.0 / (losses + 1e-6), nan=0.0, posinf=0.0, neginf=0.0)
+    p = jnp.maximum(p, 0.0)
+    total = p.sum()
+    return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
+
+
+# <<< shared: population
+
+
+# ALGO LOGIC: one vmapped update of all members against one shared target
+def make_update(args, q_network, optimizer):
+    """Returns the jitted population step (params, opt_state, masks, target_params, batch, cum_losses) ->
+    (params, opt_state, cum_losses, losses, q): stacked (K, ...) members, the shared target's values computed once."""
+    vectorized = args.population_step == "vmap" or (args.population_step == "auto" and jax.default_backend() != "cpu")
+
+    def td_target(target_params, batch):
+        obs, actions, rewards, dones, next_obs = batch
+        q_next = q_network.apply(target_params, next_obs).max(axis=-1)
+        return rewards + args.gamma * (1.0 - dones) * q_next
+
+    def member_step(params, opt_state, mask, batch, y):
+        obs, actions = batch[0], batch[1]
+
+        def loss_fn(p):
+            q = jnp.take_along_axis(q_network.apply(p, obs), actions[:, None], axis=-1)[:, 0]
+            return jnp.mean((q - y) ** 2), q.mean()
+
+        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = apply_mask(optax.apply_updates(params, updates), mask)
+        return params, opt_state, loss, q_mean
+
+    def update(params, opt_state, masks, target_params, batch, cum_losses):
+        y = td_target(target_params, batch)  # once per batch, shared by every member
+        if vectorized:
+            params, opt_state, losses, q = jax.vmap(member_step, in_axes=(0, 0, 0, None, None))(params, opt_state, masks, batch, y)
+        else:
+            steps = [member_step(member(params, k), member(opt_state, k), member(masks, k), batch, y)
+                     for k in range(cum_losses.shape[0])]
+            params, opt_state, losses, q = jax.tree.map(lambda *xs: jnp.stack(xs), *steps)
+        return params, opt_state, cum_losses + losses, losses, q
+
+    return jax.jit(update, donate_argnums=(0, 1))
+
+
+def make_act(q_network):
+    """Jitted greedy action of one member drawn with sampling_probabilities(cum_losses); returns (action, k, key)."""
+
+    def act(params, obs, cum_losses, key):
+        key, draw_key = jax.random.split(key)
+        k = jax.random.choice(draw_key, cum_losses.shape[0], p=sampling_probabilities(cum_losses))
+        q = q_network.apply(member(params, k), obs)
+        return q.argmax(axis=-1)[0], k, key
+
+    return jax.jit(act)
+
+
+# >>> atari: online dqn
+def linear_schedule(start_e, end_e, duration, t):
+    return max(end_e + (start_e - end_e) * (1.0 - t / duration), end_e)
+
+
+def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, epsilon=0.01, capture_video=False, seed=1,
+             network_size="medium", max_episode_steps=27_000):
+    """Runs eval_episodes episodes of the saved (params, masks) with an epsilon-greedy policy; returns their raw returns."""
+    env = make_env(env_id, seed, 0, capture_video, run_name, max_episode_steps)()
+    model = Model(action_dim=env.action_space.n, hidden=hidden_width(network_size))
+    obs, _ = env.reset(seed=seed)
+    template = model.init(jax.random.key(0), obs[None])
+    with open(model_path, "rb") as f:
+        saved = flax.serialization.from_bytes({"params": template, "masks": dense_mask(template)}, f.read())
+    params = apply_mask(saved["params"], saved["masks"])
+    greedy = jax.jit(lambda p, o: model.apply(p, o).argmax(axis=-1))
+    rng = np.random.default_rng(seed)
+    returns = []
+    while len(returns) < eval_episodes:
+        if rng.random() < epsilon:
+            action = env.action_space.sample()
+        else:
+            action = int(greedy(params, obs[None])[0])
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            returns.append(float(info["episode"]["r"]))
+            obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+def check_online_dqn_args(args):
+    """Checks shared by the online DQN scripts (environment, replay, DQN hyperparameters)."""
+    check(args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}")
+    check(args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}")
+    check(args.adam_eps > 0, f"--adam-eps must be > 0, got {args.adam_eps}")
+    check(0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}")
+    check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    check(args.buffer_size >= args.batch_size, f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
+    check(args.buffer_size >= 8, f"--buffer-size must be >= 8 frames, got {args.buffer_size}")
+    check(args.learning_starts >= args.batch_size,
+          f"--learning-starts must be >= --batch-size ({args.batch_size}), got {args.learning_starts}")
+    check(args.learning_starts < args.total_timesteps,
+          f"--learning-starts {args.learning_starts} is not below --total-timesteps {args.total_timesteps}: nothing would be learned")
+    check(args.train_frequency >= 1, f"--train-frequency must be >= 1, got {args.train_frequency}")
+    check(args.target_update_period >= 1, f"--target-update-period must be >= 1, got {args.target_update_period}")
+    check(0.0 <= args.end_e <= args.start_e <= 1.0, f"need 0 <= --end-e <= --start-e <= 1, got {args.end_e} and {args.start_e}")
+    check(args.exploration_steps >= 1, f"--exploration-steps must be >= 1, got {args.exploration_steps}")
+    check(args.max_episode_steps >= 1, f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
+    check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    check(0.0 <= args.eval_epsilon <= 1.0, f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
+    hidden_width(args.network_size)
+    check_atari_env_id(args.env_id)
+    ReplayBuffer.check_memory(args.buffer_size)
+
+
+# <<< atari: online dqn
+
+
+def validate(args):
+    check_online_dqn_args(args)
+    check(args.population_size >= 1, f"--population-size must be >= 1, got {args.population_size}")
+    check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
+          f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
+    check(args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}")
+    check(0.0 <= args.beta <= 1.0, f"--beta must be in [0, 1], got {args.beta}")
+    check(args.target_update_period % args.train_frequency == 0,
+          f"--target-update-period {args.target_update_period} must be a multiple of --train-frequency {args.train_frequency}")
+
+
+if __name__ == "__main__":
+    args = parse_or_exit(Args, validate)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    logger = Logger(args, run_name)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    rng = np.random.default_rng(args.seed)  # tournaments and Eq. 3 sampling (host side)
+    key = jax.random.key(args.seed)
+    key, q_key, act_key = jax.random.split(key, 3)
+
+    env = make_env(args.env_id, args.seed, 0, args.capture_video, run_name, args.max_episode_steps)()
+    assert isinstance(env.action_space, gym.spaces.Discrete), "only discrete action space is supported"
+
+    obs, _ = env.reset(seed=args.seed)
+    K = args.population_size
+    q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
+    optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
+    params = jax.vmap(q_network.init, in_axes=(0, None))(jax.random.split(q_key, K), obs[None])  # independent inits
+    pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
+    target_params = member(pop["params"], 0)
+    target_mask = member(pop["masks"], 0)
+    sparsities = np.zeros(K)  # sampled sparsity of each member (Eq. 3 parents)
+    cum_losses = jnp.zeros(K)  # L_k since the last target update
+    update = make_update(args, q_network, optimizer)
+    act = make_act(q_network)
+
+    rb = ReplayBuffer(args.buffer_size, seed=args.seed)
+    member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
+    target_sparsity, nonzero = mask_stats(target_mask)
+    progress = Progress(args.total_timesteps)
+    last_return, losses, q_values = None, None, None
+    start_time, sps_step, sps_time = time.time(), 0, time.time()
+
+    for global_step in range(1, args.total_timesteps + 1):
+        # ALGO LOGIC: act greedily with a member drawn with probability proportional to 1 / (L_k + 1e-6)
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step - 1)
+        if random.random() < epsilon:
+            action = env.action_space.sample()
+        else:
+            action, _, act_key = act(pop["params"], obs[None], cum_losses, act_key)
+            action = int(action)
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        rb.add(obs[-1], action, np.clip(reward, -1.0, 1.0), terminated, truncated, next_obs[-1])
+        if terminated or truncated:
+            last_return = float(info["episode"]["r"])
+            logger.scalars(global_step, **{"charts/episodic_return": last_return,
+                                           "charts/episodic_length": int(info["episode"]["l"])})
+            next_obs, _ = env.reset()
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            if global_step % args.train_frequency == 0:
+                pop["params"], pop["opt_state"], cum_losses, losses, q_values = update(
+                    pop["params"], pop["opt_state"], pop["masks"], target_params, rb.sample(args.batch_size), cum_losses)
+            if global_step % args.target_update_period == 0:
+                # ALGO LOGIC: the best member becomes the target; tournaments refill the population
+                host_losses = np.asarray(jax.device_get(cum_losses))
+                pop, sparsities, k_star, pairs = select_population(
+                    rng, host_losses, pop, sparsities, global_step, args.total_timesteps, args.target_update_period,
+                    args, optimizer)
+                target_params = jax.tree.map(jnp.copy, member(pop["params"], k_star))
+                target_mask = member(pop["masks"], k_star)
+                cum_losses = jnp.zeros(K)
+                member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
+                target_sparsity, nonzero = mask_stats(target_mask)
+                logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
+                               **{"population/selected": k_star, "population/n_copies": len(pairs)})
+
+        if global_step % 100 == 0:
+            now = time.time()
+            sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
+            sps_step, sps_time = global_step, now
+            values = {"charts/SPS": sps, "charts/epsilon": epsilon, "sparsity/target": target_sparsity,
+                      "sparsity/online": float(np.mean(member_sparsity)), "charts/nonzero_params": nonzero,
+                      **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}}
+            if losses is not None:
+                values.update({"losses/td_loss": float(jnp.mean(losses)), "losses/q_values": float(jnp.mean(q_values))})
+            logger.scalars(global_step, **values)
+            progress.update(global_step, SPS=sps, **{"return": last_return, "target sparsity": target_sparsity})
+    progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
+                    **{"return": last_return, "target sparsity": target_sparsity})
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        with open(model_path, "wb") as f:
+            f.write(flax.serialization.to_bytes({"params": target_params, "masks": target_mask}))
+        print(f"model saved to {model_path} (the target network: the last selected member)")
+        if args.eval_episodes > 0:
+            episodic_returns = evaluate(model_path, make_env, args.env_id, args.eval_episodes, f"{run_name}-eval", QNetwork,
+                                        epsilon=args.eval_epsilon, capture_video=args.capture_video, seed=args.seed,
+                                        network_size=args.network_size, max_episode_steps=args.max_episode_steps)
+            for idx, episodic_return in enumerate(episodic_returns):
+                logger.scalars(idx, **{"eval/episodic_return": episodic_return})
+
+    env.close()
+    logger.close()
