@@ -84,3 +84,20 @@ def test_final_sparsity_zero_is_the_dense_baseline(script, tmp_path):
     saved = flax.serialization.msgpack_restore(open(os.path.join(run_dir, f"{script}.cleanrl_model"), "rb").read())
     assert all(np.all(m) for m in _leaves(saved["masks"]))
     assert all(np.count_nonzero(p) == p.size for p in kernel_leaves(saved["params"]))
+
+
+def test_track_sends_the_scalars_to_wandb(tmp_path):
+    """--track with WANDB_MODE=offline: W&B's tensorboard sync must record the TensorBoard scalars."""
+    script = "polyprune_dqn_atari_jax"
+    argv = ["--total-timesteps", "200", "--learning-starts", "100", "--buffer-size", "200", "--batch-size", "4",
+            "--network-size", "small", "--track"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *argv], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "*.wandb"))
+    assert len(files) == 1, files
+    raw = open(files[0], "rb").read()
+    for tag in ["charts/SPS", "losses/td_loss", "sparsity/online", "sparsity/target", "charts/nonzero_params"]:
+        assert tag.encode() in raw, f"{tag} did not reach W&B"
+    assert b"final_sparsity" in raw, "the run config (args) must reach W&B"
