@@ -133,7 +133,10 @@ def check_mujoco_env_id(env_id):
     returns (observation size, action size)."""
     check(env_id in gym.registry, f"--env-id {env_id!r} is not a registered gymnasium environment (MuJoCo ids look like Hopper-v4)")
     check("mujoco" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not a MuJoCo environment")
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id)
+    except Exception as e:  # e.g. the v2/v3 ids, which need the retired mujoco-py
+        check(False, f"--env-id {env_id!r} cannot be created (use a v4 or v5 id): {(str(e).splitlines() or [type(e).__name__])[0]}")
     obs_space, action_space = env.observation_space, env.action_space
     env.close()
     check(isinstance(action_space, gym.spaces.Box) and np.isfinite(action_space.low).all()

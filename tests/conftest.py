@@ -58,6 +58,7 @@ BAD_FLAGS = {
         (["--learning-starts", "2000", "--total-timesteps", "1000"], "--learning-starts"),
         (["--env-id", "NoSuchRobot-v4"], "NoSuchRobot-v4"),
         (["--env-id", "CartPole-v1"], "not a MuJoCo"),
+        (["--env-id", "HalfCheetah-v3"], "HalfCheetah-v3"),
         (["--network-size", "huge"], "--network-size"),
         (["--buffer-size", "100000000000"], "--buffer-size"),
         (["--tau", "0"], "--tau"),

@@ -152,15 +152,15 @@ def test_tanh_gaussian_log_prob(mujoco_mod):
 def test_vmapped_ensemble_equals_separate_critics(mujoco_mod):
     critic = mujoco_mod.VectorCritic(hidden=(16, 8))
     obs, action = jax.random.normal(jax.random.key(9), (7, 4)), jax.random.uniform(jax.random.key(10), (7, 3))
-    params = critic.init(jax.random.key(11), obs, action)
-    q = np.asarray(critic.apply(params, obs, action))
+    params = jax.jit(critic.init)(jax.random.key(11), obs, action)
+    q = np.asarray(jax.jit(critic.apply)(params, obs, action))
     assert q.shape == (2, 7)
     members = mujoco_mod.split_ensemble(params)
     assert all(k.ndim == 2 for k in kernels(members)) and all(b.ndim == 1 for b in biases(members))
     single = mujoco_mod.Critic(hidden=(16, 8))
     for i, member in enumerate(members):
         (inner,) = member["params"].values()
-        np.testing.assert_allclose(q[i], single.apply({"params": inner}, obs, action), rtol=1e-6)
+        np.testing.assert_allclose(q[i], jax.jit(single.apply)({"params": inner}, obs, action), rtol=1e-6)
     assert not np.allclose(q[0], q[1]), "the two critics must be initialised independently"
     joined = mujoco_mod.join_ensemble(members)
     for a, b in zip(jax.tree.leaves(joined), jax.tree.leaves(params)):
