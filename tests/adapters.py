@@ -87,3 +87,43 @@ class EauDeDQNTrainer:
 
 
 TRAINERS = {"polyprune_dqn": PolyPruneDQNTrainer, "eaudedqn": EauDeDQNTrainer}
+
+
+SAC_OBS_DIM, SAC_ACTION_DIM = 5, 2
+
+
+def mujoco_batch(key, batch_size=4):
+    k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    obs = np.asarray(jax.random.normal(k1, (batch_size, SAC_OBS_DIM)), dtype=np.float32)
+    next_obs = np.asarray(jax.random.normal(k2, (batch_size, SAC_OBS_DIM)), dtype=np.float32)
+    actions = np.asarray(jax.random.uniform(k3, (batch_size, SAC_ACTION_DIM), minval=-1, maxval=1), dtype=np.float32)
+    rewards = np.asarray(jax.random.uniform(k4, (batch_size,), minval=-1, maxval=1), dtype=np.float32)
+    dones = np.asarray(jax.random.bernoulli(k5, 0.2, (batch_size,)), dtype=np.float32)
+    return obs, actions, rewards, dones, next_obs
+
+
+class PolyPruneSACTrainer:
+    """The member is the critic pair: (params, mask) as a list of the two critics' trees (one global threshold)."""
+
+    def __init__(self, mod, learning_rate=1e-3):
+        self.mod = mod
+        self.args = tyro.cli(mod.Args, args=["--batch-size", "4"])
+        self.actor = mod.Actor(action_dim=SAC_ACTION_DIM, hidden=(32, 32))
+        self.critic = mod.VectorCritic(hidden=(32, 32))
+        self.optimizer = optax.adam(learning_rate)  # a large rate moves weights visibly
+        self.update = mod.make_update(self.args, self.actor, self.critic, self.optimizer)
+
+    def init(self, key):
+        return self.mod.init_state(key, self.actor, self.critic, self.optimizer, SAC_OBS_DIM, SAC_ACTION_DIM)
+
+    def members(self, state):
+        return [(self.mod.split_ensemble(state.critic_params), self.mod.split_ensemble(state.critic_mask))]
+
+    def prune(self, state, sparsity):
+        return self.mod.prune_critic(state, sparsity)
+
+    def step(self, state, key):
+        return self.update(state, mujoco_batch(jax.random.fold_in(key, 1)), key)[0]
+
+
+TRAINERS["polyprune_sac"] = PolyPruneSACTrainer

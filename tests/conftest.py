@@ -10,6 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 SCRIPTS = {
     "polyprune_dqn_atari_jax": {"family": "atari", "kind": "polyprune_dqn"},
     "eaudedqn_atari_jax": {"family": "atari", "kind": "eaudedqn"},
+    "polyprune_sac_mujoco_jax": {"family": "mujoco", "kind": "polyprune_sac"},
 }
 
 # Smoke runs (subprocess, tiny steps, compressed schedules). Each entry: the flags, and the final kernel sparsity
@@ -31,6 +32,17 @@ SMOKE = {
         "tags": ["charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values", "sparsity/online",
                  "sparsity/target", "sparsity/member_0", "sparsity/member_1", "population/loss_0", "population/loss_1",
                  "population/selected", "population/n_copies", "charts/nonzero_params", "eval/episodic_return"],
+    },
+    # Hopper ends episodes early under random actions, so terminations, final rows and episode stats are exercised
+    "polyprune_sac_mujoco_jax": {
+        "argv": ["--env-id", "Hopper-v4", "--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "32",
+                 "--buffer-size", "400", "--pruning-frequency", "20", "--final-sparsity", "0.9", "--save-model",
+                 "--eval-episodes", "1", "--eval-frequency", "200"],
+        "final_sparsity": 0.9,
+        "tags": ["charts/SPS", "charts/episodic_return", "charts/episodic_length", "losses/qf1_loss", "losses/qf2_loss",
+                 "losses/qf_loss", "losses/qf1_values", "losses/qf2_values", "losses/actor_loss", "losses/alpha",
+                 "losses/alpha_loss", "sparsity/online", "sparsity/target", "charts/nonzero_params",
+                 "eval/episodic_return"],
     },
 }
 
@@ -59,6 +71,23 @@ BAD_FLAGS = {
         (["--learning-starts", "2000", "--total-timesteps", "1000"], "--learning-starts"),
         (["--env-id", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
         (["--network-size", "0"], "--network-size"),
+    ],
+    "polyprune_sac_mujoco_jax": [
+        (["--final-sparsity", "1.0"], "--final-sparsity"),
+        (["--final-sparsity", "-0.1"], "--final-sparsity"),
+        (["--pruning-start", "0.9", "--pruning-end", "0.5"], "--pruning-start"),
+        (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
+        (["--learning-starts", "2000", "--total-timesteps", "1000"], "--learning-starts"),
+        (["--env-id", "NoSuchRobot-v4"], "NoSuchRobot-v4"),
+        (["--env-id", "CartPole-v1"], "not a MuJoCo"),
+        (["--env-id", "HalfCheetah-v3"], "HalfCheetah-v3"),
+        (["--network-size", "huge"], "--network-size"),
+        (["--buffer-size", "100000000000"], "--buffer-size"),
+        (["--tau", "0"], "--tau"),
+        (["--tau", "1.5"], "--tau"),
+        (["--gamma", "1.5"], "--gamma"),
+        (["--eval-frequency", "0"], "--eval-frequency"),
+        (["--alpha", "0"], "--alpha"),
     ],
 }
 
