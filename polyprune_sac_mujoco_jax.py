@@ -59,8 +59,8 @@ class Args:
     network_size: str = "small"
     """width of both hidden layers of each critic: small (256), medium (512), large (1024) or a positive integer;
     the actor is always (256, 256)"""
-    alpha: float = 1.0
-    """initial entropy coefficient (its log is learned toward entropy -dim(A)); kept fixed with --no-autotune"""
+    ent_coef: float = 1.0
+    """initial entropy coefficient alpha (its log is learned toward entropy -dim(A)); kept fixed with --no-autotune"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
 
@@ -610,7 +610,7 @@ def validate(args):
           f"--learning-starts {args.learning_starts} is not below --total-timesteps {args.total_timesteps}: nothing would be learned")
     check(args.eval_frequency >= 1, f"--eval-frequency must be >= 1, got {args.eval_frequency}")
     check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    check(args.alpha > 0, f"--alpha must be > 0, got {args.alpha}")
+    check(args.ent_coef > 0, f"--ent-coef must be > 0, got {args.ent_coef}")
     hidden_width(args.network_size)
     check(0.0 <= args.final_sparsity < 1.0, f"--final-sparsity must be in [0, 1), got {args.final_sparsity}")
     check(0.0 <= args.pruning_start <= 1.0, f"--pruning-start must be in [0, 1], got {args.pruning_start}")
@@ -643,7 +643,7 @@ if __name__ == "__main__":
     width = hidden_width(args.network_size)
     critic = VectorCritic(hidden=(width, width))
     optimizer = optax.adam(learning_rate=args.learning_rate)
-    state = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, args.alpha)
+    state = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, args.ent_coef)
     update = make_update(args, actor, critic, optimizer)
     explore, exploit = make_act(actor)
 

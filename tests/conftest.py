@@ -87,7 +87,7 @@ BAD_FLAGS = {
         (["--tau", "1.5"], "--tau"),
         (["--gamma", "1.5"], "--gamma"),
         (["--eval-frequency", "0"], "--eval-frequency"),
-        (["--alpha", "0"], "--alpha"),
+        (["--ent-coef", "0"], "--ent-coef"),
     ],
 }
 

@@ -124,10 +124,10 @@ def test_critic_loss_polyak_target_and_temperature(trainer):
 
 def test_alpha_is_fixed_without_autotune(trainer):
     mod = trainer.mod
-    args = tyro.cli(mod.Args, args=["--batch-size", "4", "--no-autotune", "--alpha", "0.2"])
+    args = tyro.cli(mod.Args, args=["--batch-size", "4", "--no-autotune", "--ent-coef", "0.2"])
     update = mod.make_update(args, trainer.actor, trainer.critic, optax.adam(1e-3))
     state = mod.init_state(jax.random.key(5), trainer.actor, trainer.critic, optax.adam(1e-3), SAC_OBS_DIM, SAC_ACTION_DIM,
-                           args.alpha)
+                           args.ent_coef)
     state, metrics = update(state, mujoco_batch(jax.random.key(6)), jax.random.key(7))
     np.testing.assert_allclose(float(jnp.exp(state.log_alpha)), 0.2, rtol=1e-6)
     np.testing.assert_allclose(float(metrics["alpha"]), 0.2, rtol=1e-6)
