@@ -51,21 +51,26 @@ class Mirror:
             assert (actions[b], rewards[b], dones[b]) == (e_a, e_r, e_d)
 
 
-def test_synthetic_episodes_match_naive_stacks(atari_mod):
-    rng = np.random.default_rng(0)
-    rb = atari_mod.ReplayBuffer(37, frame_shape=(3, 3), seed=0)
-    mirror = Mirror(rb)
+def synthetic_steps(rng, episodes, shape, max_length):
+    """Episodes of distinct constant frames, ending at random by a terminal or a truncation: yields add() arguments."""
     counter = 0
-    for episode in range(60):
-        length = int(rng.integers(1, 12))
+    for _ in range(episodes):
+        length = int(rng.integers(1, max_length))
         ends_terminal = bool(rng.integers(0, 2))
-        frames = [np.full((3, 3), (counter + t) % 250 + 1, np.uint8) for t in range(length + 1)]
+        frames = [np.full(shape, (counter + t) % 250 + 1, np.uint8) for t in range(length + 1)]
         counter += length + 1
         for i in range(length):
             last = i == length - 1
-            mirror.add(naive_stack(frames, i), int(rng.integers(0, 6)), float(rng.uniform(-1, 1)),
-                       last and ends_terminal, last and not ends_terminal, naive_stack(frames, i + 1))
-            mirror.check()
+            yield (naive_stack(frames, i), int(rng.integers(0, 6)), float(rng.uniform(-1, 1)),
+                   last and ends_terminal, last and not ends_terminal, naive_stack(frames, i + 1))
+
+
+def test_synthetic_episodes_match_naive_stacks(atari_mod):
+    rb = atari_mod.ReplayBuffer(37, frame_shape=(3, 3), seed=0)
+    mirror = Mirror(rb)
+    for step in synthetic_steps(np.random.default_rng(0), 60, (3, 3), 12):
+        mirror.add(*step)
+        mirror.check()
     assert len(mirror.rows) > 5 * rb.capacity, "the ring must have wrapped several times"
 
 
@@ -92,17 +97,10 @@ def test_real_env_stacks_match_frame_stack_wrapper(atari_mod):
 
 
 def test_sample_returns_only_valid_transitions(atari_mod):
-    rng = np.random.default_rng(1)
     rb = atari_mod.ReplayBuffer(23, frame_shape=(2, 2), seed=3)
     mirror = Mirror(rb)
-    counter = 0
-    for episode in range(12):
-        length = int(rng.integers(1, 6))
-        frames = [np.full((2, 2), (counter + t) % 250 + 1, np.uint8) for t in range(length + 1)]
-        counter += length + 1
-        for i in range(length):
-            last = i == length - 1
-            mirror.add(naive_stack(frames, i), i % 6, 0.5, last, False, naive_stack(frames, i + 1))
+    for step in synthetic_steps(np.random.default_rng(1), 12, (2, 2), 6):
+        mirror.add(*step)
     oldest = len(mirror.rows) - rb.size
     allowed = {
         (mirror.rows[oldest + l][1][0].tobytes(), mirror.rows[oldest + l][1][4].tobytes())
