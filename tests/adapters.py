@@ -49,3 +49,14 @@ class PolyPruneDQNTrainer:
 
 
 TRAINERS = {"polyprune_dqn": PolyPruneDQNTrainer}
+
+
+class PolyPruneCQLTrainer(PolyPruneDQNTrainer):
+    """The CQL update has the DQN signature and returns one more metric (the CQL term)."""
+
+    def step(self, state, key):
+        params, opt, _, _, _ = self.update(state["params"], state["opt"], state["mask"], state["target"], atari_batch(key))
+        return dict(state, params=params, opt=opt)
+
+
+TRAINERS["polyprune_cql"] = PolyPruneCQLTrainer
