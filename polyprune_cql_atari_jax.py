@@ -284,7 +284,8 @@ def checkpoint_rows(dataset_dir, suffix, frame_shape=(84, 84)):
     kinds = {"action": "iu", "reward": "f", "terminal": "biu", "add_count": "iu", "invalid_range": "iu"}
     for name in expected:
         shape, dtype = header[name]
-        if len(shape) != 1 if name == "invalid_range" else tuple(shape) != expected[name]:
+        bad_shape = len(shape) != 1 if name == "invalid_range" else tuple(shape) != expected[name]
+        if bad_shape:
             raise DatasetError(f"{path[name]}: shape {shape} disagrees with {expected[name]} "
                                f"(the {n} rows of {os.path.basename(path['observation'])})")
         if dtype.kind not in kinds[name]:

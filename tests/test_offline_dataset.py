@@ -58,6 +58,11 @@ def decode_row(frame):
     return int(frame[0, 0]) + 256 * int(frame[0, 1])
 
 
+def read_gz_npy(path):
+    with open(path, "rb") as f:
+        return np.load(io.BytesIO(gzip.decompress(f.read())), allow_pickle=False)
+
+
 def naive_valid(terminal, invalid, rows):
     return [j for j in range(rows) if j >= 3 and j + 1 < rows and not terminal[j - 3:j].any() and j not in set(invalid)]
 
@@ -84,8 +89,8 @@ def test_generated_files_have_the_exact_format(played):
             assert raw == buf.getvalue()
             if name in gen.ARRAY_NAMES:
                 np.testing.assert_array_equal(array, data[name])
-        assert int(np.load(io.BytesIO(gzip.decompress(open(gen.checkpoint_path(replay_dir, "add_count", i), "rb").read())))) == n - 1
-        inv = np.load(io.BytesIO(gzip.decompress(open(gen.checkpoint_path(replay_dir, "invalid_range", i), "rb").read())))
+        assert int(read_gz_npy(gen.checkpoint_path(replay_dir, "add_count", i))) == n - 1
+        inv = read_gz_npy(gen.checkpoint_path(replay_dir, "invalid_range", i))
         assert inv.tolist() == [(n - 2 + k) % n for k in range(5)]  # c = add_count mod N = N - 1
         # row N - 1 is unwritten; rewards clipped; each episode starts with 3 all-zero rows (action 0, reward 0, terminal 0)
         last = n - 1

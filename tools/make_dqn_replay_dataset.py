@@ -1,8 +1,10 @@
-"""Writes a small dataset in the DQN Replay Dataset's exact on-disk format by playing an ALE game.
+r"""Writes a small dataset in the DQN Replay Dataset's exact on-disk format by playing an ALE game.
 
 Usage:
-  python tools/make_dqn_replay_dataset.py --out data/Pong/1 --env-id ALE/Pong-v5 --num-checkpoints 3 --rows-per-checkpoint 20000
-  python tools/make_dqn_replay_dataset.py --out data/Pong/1 --model runs/.../polyprune_dqn_atari_jax.cleanrl_model --epsilon 0.01
+  python tools/make_dqn_replay_dataset.py --out data/Pong/1 --env-id ALE/Pong-v5 --num-checkpoints 3 \
+      --rows-per-checkpoint 20000
+  python tools/make_dqn_replay_dataset.py --out data/Pong/1 --epsilon 0.01 \
+      --model runs/ALE/Pong-v5__polyprune_dqn_atari_jax__1__<time>/polyprune_dqn_atari_jax.cleanrl_model
 
 For each checkpoint i it writes, into <out>/replay_logs/, the six files of a Dopamine replay checkpoint, each a gzip
 stream of one .npy array (np.save, allow_pickle=False):
@@ -160,9 +162,17 @@ def play_checkpoints(env_id, num_checkpoints, rows, epsilon=1.0, seed=0, max_epi
 
 def generate(args, record_stacks=False, quiet=False):
     """Plays and writes args.num_checkpoints checkpoints; returns what was recorded (one dict per checkpoint)."""
-    assert args.num_checkpoints >= 1 and args.rows_per_checkpoint >= STACK + 1, "need >= 1 checkpoint of >= 5 rows"
     epsilon = args.epsilon if args.epsilon is not None else (0.01 if args.model else 1.0)
-    assert 0.0 <= epsilon <= 1.0, "--epsilon must be in [0, 1]"
+    for ok, message in ((args.num_checkpoints >= 1, f"--num-checkpoints must be >= 1, got {args.num_checkpoints}"),
+                        (args.rows_per_checkpoint >= STACK + 1,
+                         f"--rows-per-checkpoint must be >= {STACK + 1}, got {args.rows_per_checkpoint}"),
+                        (0.0 <= epsilon <= 1.0, f"--epsilon must be in [0, 1], got {epsilon}"),
+                        (args.max_episode_steps >= 1, f"--max-episode-steps must be >= 1, got {args.max_episode_steps}"),
+                        (0 <= args.compresslevel <= 9, f"--compresslevel must be in 0..9, got {args.compresslevel}"),
+                        (args.model is None or os.path.isfile(args.model), f"--model {args.model}: no such file")):
+        if not ok:
+            raise ValueError(message)
+    online.check_atari_env_id(args.env_id)
     replay_dir = os.path.join(args.out, "replay_logs")
     recorded = []
     start = time.time()
@@ -182,4 +192,8 @@ def generate(args, record_stacks=False, quiet=False):
 
 
 if __name__ == "__main__":
-    generate(tyro.cli(Args))
+    try:
+        generate(tyro.cli(Args, description=__doc__))
+    except ValueError as e:  # online.ArgError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
