@@ -395,7 +395,8 @@ def test_incomplete_checkpoint_is_skipped_with_a_warning(offline_mod, tmp_path, 
 
 @pytest.mark.parametrize("script", scripts_where(family="atari_offline"))
 def test_script_stops_on_bad_data_before_writing_anything(script, tmp_path):
-    dataset_dir, needle = _shapes_disagree(str(tmp_path / "data") if os.makedirs(tmp_path / "data") is None else "")
+    (tmp_path / "data").mkdir()
+    dataset_dir, needle = _shapes_disagree(str(tmp_path / "data"))
     run = tmp_path / "run"
     run.mkdir()
     out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), "--dataset-dir", dataset_dir],
