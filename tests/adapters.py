@@ -127,3 +127,14 @@ class PolyPruneSACTrainer:
 
 
 TRAINERS["polyprune_sac"] = PolyPruneSACTrainer
+
+
+class PolyPruneCQLTrainer(PolyPruneDQNTrainer):
+    """The CQL update has the DQN signature and returns one more metric (the CQL term)."""
+
+    def step(self, state, key):
+        params, opt, _, _, _ = self.update(state["params"], state["opt"], state["mask"], state["target"], atari_batch(key))
+        return dict(state, params=params, opt=opt)
+
+
+TRAINERS["polyprune_cql"] = PolyPruneCQLTrainer

@@ -11,10 +11,23 @@ SCRIPTS = {
     "polyprune_dqn_atari_jax": {"family": "atari", "kind": "polyprune_dqn"},
     "eaudedqn_atari_jax": {"family": "atari", "kind": "eaudedqn"},
     "polyprune_sac_mujoco_jax": {"family": "mujoco", "kind": "polyprune_sac"},
+    "polyprune_cql_atari_jax": {"family": "atari_offline", "kind": "polyprune_cql"},
 }
 
+
+def offline_dataset(tmp_path):
+    """SMOKE "setup" of the offline scripts: writes a tiny dataset in the DQN Replay format (2 checkpoints of 400 rows
+    played by a random policy) under tmp_path and returns the flags pointing at it."""
+    from tools.make_dqn_replay_dataset import Args as DatasetArgs
+    from tools.make_dqn_replay_dataset import generate
+
+    generate(DatasetArgs(out=str(tmp_path / "data"), num_checkpoints=2, rows_per_checkpoint=400, max_episode_steps=100,
+                         compresslevel=1), quiet=True)
+    return ["--dataset-dir", str(tmp_path / "data" / "replay_logs")]
+
+
 # Smoke runs (subprocess, tiny steps, compressed schedules). Each entry: the flags, and the final kernel sparsity
-# the saved model must hold exactly.
+# the saved model must hold exactly; optional "setup": tmp_path -> extra flags, run first (e.g. writes a dataset).
 SMOKE = {
     "polyprune_dqn_atari_jax": {
         "argv": ["--total-timesteps", "400", "--learning-starts", "100", "--buffer-size", "300", "--batch-size", "4",
@@ -43,6 +56,15 @@ SMOKE = {
                  "losses/qf_loss", "losses/qf1_values", "losses/qf2_values", "losses/actor_loss", "losses/alpha",
                  "losses/alpha_loss", "sparsity/online", "sparsity/target", "charts/nonzero_params",
                  "eval/episodic_return"],
+    },
+    "polyprune_cql_atari_jax": {
+        "setup": offline_dataset,
+        "argv": ["--epochs", "2", "--steps-per-epoch", "100", "--batch-size", "4", "--network-size", "small",
+                 "--target-update-period", "50", "--pruning-frequency", "20", "--final-sparsity", "0.9", "--save-model",
+                 "--eval-episodes", "1", "--max-episode-steps", "50"],
+        "final_sparsity": 0.9,
+        "tags": ["charts/SPS", "losses/td_loss", "losses/q_values", "losses/cql_loss", "sparsity/online",
+                 "sparsity/target", "charts/nonzero_params", "eval/episodic_return"],
     },
 }
 
@@ -88,6 +110,21 @@ BAD_FLAGS = {
         (["--gamma", "1.5"], "--gamma"),
         (["--eval-frequency", "0"], "--eval-frequency"),
         (["--ent-coef", "0"], "--ent-coef"),
+    ],
+    "polyprune_cql_atari_jax": [
+        (["--final-sparsity", "1.0"], "--final-sparsity"),
+        (["--pruning-start", "0.9", "--pruning-end", "0.5"], "--pruning-start"),
+        (["--cql-alpha", "-1"], "--cql-alpha"),
+        (["--epochs", "0"], "--epochs"),
+        (["--steps-per-epoch", "0"], "--steps-per-epoch"),
+        (["--checkpoints-per-epoch", "0"], "--checkpoints-per-epoch"),
+        (["--transitions-per-checkpoint", "4"], "--transitions-per-checkpoint"),
+        (["--transitions-per-checkpoint", "100000000000"], "--transitions-per-checkpoint"),
+        (["--target-update-period", "0"], "--target-update-period"),
+        (["--env-id", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
+        (["--network-size", "huge"], "--network-size"),
+        (["--gamma", "1.5"], "--gamma"),
+        (["--batch-size", "0"], "--batch-size"),
     ],
 }
 

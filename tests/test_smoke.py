@@ -24,7 +24,9 @@ def read_scalars(run_dir):
 
 def run_smoke(script, tmp_path, extra=()):
     env = dict(os.environ, JAX_PLATFORMS="cpu", WANDB_MODE="disabled")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *SMOKE[script]["argv"], *extra],
+    setup = SMOKE[script].get("setup")  # e.g. an offline script's dataset, written into tmp_path first
+    pre = setup(tmp_path) if setup else []
+    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *SMOKE[script]["argv"], *pre, *extra],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run_dirs = [os.path.dirname(p) for p in glob.glob(str(tmp_path / "runs" / "**" / "args.json"), recursive=True)]
