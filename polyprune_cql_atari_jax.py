@@ -141,10 +141,13 @@ def check_atari_env_id(env_id):
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
     """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset."""
+    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
+    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
+    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
 
     def thunk():
-        kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False, max_num_frames_per_episode=100_000)
+        kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
+                      max_num_frames_per_episode=4 * max_episode_steps + 4)
         if capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array", **kwargs)
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
@@ -573,6 +576,7 @@ def make_update(args, q_network, optimizer):
     return jax.jit(update, donate_argnums=(0, 1))
 
 
+# >>> atari_offline: cql
 def evaluate(params, greedy, env, eval_episodes, epsilon=0.01, rng=None):
     """Plays eval_episodes episodes of `params` (epsilon-greedy through the jitted `greedy`) in `env`; returns the raw
     (unclipped) returns and the lengths."""
@@ -592,7 +596,8 @@ def evaluate(params, greedy, env, eval_episodes, epsilon=0.01, rng=None):
     return returns, lengths
 
 
-def validate(args):
+def check_offline_cql_args(args):
+    """Checks shared by the offline CQL scripts (schedule of epochs, dataset sizes, CQL hyperparameters, evaluation)."""
     check(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
     check(args.steps_per_epoch >= 1, f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
     check(args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}")
@@ -609,12 +614,6 @@ def validate(args):
     check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     check(0.0 <= args.eval_epsilon <= 1.0, f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
     hidden_width(args.network_size)
-    check(0.0 <= args.final_sparsity < 1.0, f"--final-sparsity must be in [0, 1), got {args.final_sparsity}")
-    check(0.0 <= args.pruning_start <= 1.0, f"--pruning-start must be in [0, 1], got {args.pruning_start}")
-    check(0.0 <= args.pruning_end <= 1.0, f"--pruning-end must be in [0, 1], got {args.pruning_end}")
-    check(args.pruning_start < args.pruning_end,
-          f"--pruning-start {args.pruning_start} must come before --pruning-end {args.pruning_end}")
-    check(args.pruning_frequency >= 1, f"--pruning-frequency must be >= 1, got {args.pruning_frequency}")
     check(bool(args.dataset_dir), "--dataset-dir must name a replay_logs folder")
     check_atari_env_id(args.env_id)
     FixedReplayBuffer.check_memory(args.checkpoints_per_epoch, args.transitions_per_checkpoint)
@@ -625,6 +624,19 @@ def exit_on_dataset_error(e, logger=None):
     if logger is not None:
         logger.close()
     sys.exit(1)
+
+
+# <<< atari_offline: cql
+
+
+def validate(args):
+    check_offline_cql_args(args)
+    check(0.0 <= args.final_sparsity < 1.0, f"--final-sparsity must be in [0, 1), got {args.final_sparsity}")
+    check(0.0 <= args.pruning_start <= 1.0, f"--pruning-start must be in [0, 1], got {args.pruning_start}")
+    check(0.0 <= args.pruning_end <= 1.0, f"--pruning-end must be in [0, 1], got {args.pruning_end}")
+    check(args.pruning_start < args.pruning_end,
+          f"--pruning-start {args.pruning_start} must come before --pruning-end {args.pruning_end}")
+    check(args.pruning_frequency >= 1, f"--pruning-frequency must be >= 1, got {args.pruning_frequency}")
 
 
 if __name__ == "__main__":

@@ -140,10 +140,13 @@ def check_atari_env_id(env_id):
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
     """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset."""
+    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
+    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
+    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
 
     def thunk():
-        kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False, max_num_frames_per_episode=100_000)
+        kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
+                      max_num_frames_per_episode=4 * max_episode_steps + 4)
         if capture_video and idx == 0:
             env = gym.make(env_id, render_mode="rgb_array", **kwargs)
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
