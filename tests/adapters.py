@@ -81,8 +81,9 @@ class EauDeDQNTrainer:
 
     def step(self, state, key):
         pop = dict(state["pop"])
-        pop["params"], pop["opt_state"], cum, _, _ = self.update(pop["params"], pop["opt_state"], pop["masks"],
-                                                                 state["target"], atari_batch(key), state["cum"])
+        # EauDeDQN returns (params, opt_state, cum, losses, q); EauDeCQL adds td_loss and cql_loss
+        pop["params"], pop["opt_state"], cum, *_ = self.update(pop["params"], pop["opt_state"], pop["masks"],
+                                                               state["target"], atari_batch(key), state["cum"])
         return dict(state, pop=pop, cum=cum)
 
 
@@ -138,3 +139,4 @@ class PolyPruneCQLTrainer(PolyPruneDQNTrainer):
 
 
 TRAINERS["polyprune_cql"] = PolyPruneCQLTrainer
+TRAINERS["eaudecql"] = EauDeDQNTrainer  # same population interface and signature, more metrics

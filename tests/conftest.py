@@ -12,6 +12,7 @@ SCRIPTS = {
     "eaudedqn_atari_jax": {"family": "atari", "kind": "eaudedqn"},
     "polyprune_sac_mujoco_jax": {"family": "mujoco", "kind": "polyprune_sac"},
     "polyprune_cql_atari_jax": {"family": "atari_offline", "kind": "polyprune_cql"},
+    "eaudecql_atari_jax": {"family": "atari_offline", "kind": "eaudecql"},
 }
 
 
@@ -65,6 +66,16 @@ SMOKE = {
         "final_sparsity": 0.9,
         "tags": ["charts/SPS", "losses/td_loss", "losses/q_values", "losses/cql_loss", "sparsity/online",
                  "sparsity/target", "charts/nonzero_params", "eval/episodic_return"],
+    },
+    "eaudecql_atari_jax": {
+        "setup": offline_dataset,
+        "argv": ["--epochs", "2", "--steps-per-epoch", "200", "--batch-size", "4", "--network-size", "small",
+                 "--target-update-period", "50", "--population-size", "2", "--tournament-size", "2", "--beta", "0.5",
+                 "--save-model", "--eval-episodes", "1", "--max-episode-steps", "50"],
+        "final_sparsity": None,  # discovered: the test checks the saved target against the logged sparsity/target
+        "tags": ["charts/SPS", "losses/td_loss", "losses/q_values", "losses/cql_loss", "sparsity/online",
+                 "sparsity/target", "sparsity/member_0", "sparsity/member_1", "population/loss_0", "population/loss_1",
+                 "population/selected", "population/n_copies", "charts/nonzero_params", "eval/episodic_return"],
     },
 }
 
@@ -125,6 +136,18 @@ BAD_FLAGS = {
         (["--network-size", "huge"], "--network-size"),
         (["--gamma", "1.5"], "--gamma"),
         (["--batch-size", "0"], "--batch-size"),
+    ],
+    "eaudecql_atari_jax": [
+        (["--population-size", "0"], "--population-size"),
+        (["--population-size", "2"], "--tournament-size"),
+        (["--alpha", "-1"], "--alpha"),
+        (["--beta", "-0.1"], "--beta"),
+        (["--cql-alpha", "-1"], "--cql-alpha"),
+        (["--epochs", "0"], "--epochs"),
+        (["--transitions-per-checkpoint", "4"], "--transitions-per-checkpoint"),
+        (["--target-update-period", "0"], "--target-update-period"),
+        (["--env-id", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
+        (["--network-size", "huge"], "--network-size"),
     ],
 }
 

@@ -52,3 +52,30 @@ def test_update_is_sgd_on_the_cql_loss(cql_mod):
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-7)
     assert float(cql_loss) > 0, "logsumexp exceeds the data action's Q"
+
+
+@pytest.mark.parametrize("population_step", ["vmap", "unrolled"])
+def test_eaudecql_members_take_the_same_cql_step(population_step):
+    """Each EauDeCQL member is updated exactly as PolyPruneCQL updates its network (same loss, same target), and
+    its cumulated fitness grows by its full CQL loss td + cql_alpha * cql."""
+    poly, eaude = importlib.import_module("polyprune_cql_atari_jax"), importlib.import_module("eaudecql_atari_jax")
+    flags = ["--cql-alpha", "0.7", "--gamma", "0.9"]
+    net = poly.QNetwork(action_dim=N_ACTIONS, hidden=8)
+    members = [random_params(net, seed) for seed in (3, 4)]
+    target = random_params(net, 5)
+    masks = [poly.make_mask(p, s) for p, s in zip(members, (0.0, 0.6))]
+    members = [poly.apply_mask(p, m) for p, m in zip(members, masks)]
+    batch = atari_batch(jax.random.key(1), batch_size=6)
+    lr = 1e-2
+    single = poly.make_update(tyro.cli(poly.Args, args=flags), net, optax.sgd(lr))
+    pop_update = eaude.make_update(tyro.cli(eaude.Args, args=flags + ["--population-step", population_step]), net, optax.sgd(lr))
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    params, _, cum, losses, td, q, cql = pop_update(stack(members), stack([optax.sgd(lr).init(p) for p in members]),
+                                                    stack(masks), target, batch, jnp.array([1.0, 2.0]))
+    for k, (p, m) in enumerate(zip(members, masks)):
+        new, _, td_k, q_k, cql_k = single(jax.tree.map(jnp.copy, p), optax.sgd(lr).init(p), m, target, batch)
+        for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose([td[k], q[k], cql[k]], [td_k, q_k, cql_k], rtol=1e-5)
+        np.testing.assert_allclose(losses[k], td_k + 0.7 * cql_k, rtol=1e-5)
+        np.testing.assert_allclose(cum[k], [1.0, 2.0][k] + td_k + 0.7 * cql_k, rtol=1e-5)
