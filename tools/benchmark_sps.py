@@ -3,7 +3,8 @@
 Usage: python tools/benchmark_sps.py SCRIPT.py [script flags...]
 Runs the script once in a temporary directory (WANDB off) and prints the mean logged SPS of the
 phase before --learning-starts and of the phase after it (the first 100-step window after it is dropped:
-it holds the compilation of the update).
+it holds the compilation of the update). Without --learning-starts (offline scripts) it prints the mean over all
+windows but the first.
 """
 import glob
 import os
@@ -30,8 +31,9 @@ def main(argv):
         acc = EventAccumulator(run_dir, size_guidance={"tensors": 0})
         acc.Reload()
         sps = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors("charts/SPS")]
-    if learning_starts is None:
-        print(f"{os.path.basename(script)}: mean SPS {np.mean([v for _, v in sps]):.1f} over {sps[-1][0]} steps")
+    if learning_starts is None:  # learning from the first step (offline scripts): drop the window that compiled
+        print(f"{os.path.basename(script)} {' '.join(flags)}")
+        print(f"  mean SPS {np.mean([v for _, v in sps[1:]]):.1f} (steps {sps[0][0] + 1}..{sps[-1][0]}, {len(sps) - 1} windows)")
         return 0
     before = [v for s, v in sps if 100 < s <= learning_starts]
     after = [v for s, v in sps if s > learning_starts + 100]
