@@ -214,3 +214,13 @@ def test_act_draws_members_by_loss_and_returns_valid_actions(pmod):
     counts = np.bincount([int(act(state["pop"]["params"], obs, jnp.zeros(3), jax.random.key(s))[1]) for s in range(300)],
                          minlength=3)
     assert counts.min() > 60, "equal losses draw members uniformly"
+
+
+def test_population_of_one_is_valid_and_never_pruned(pmod):
+    import tyro
+
+    args = tyro.cli(pmod.Args, args=["--population-size", "1"])  # default --tournament-size 3 must not be refused
+    pmod.validate(args)
+    k_star, selected = pmod.tournament(np.random.default_rng(0), np.array([0.5]), args.tournament_size)
+    assert (k_star, selected) == (0, [0])
+    assert pmod.copy_pairs(selected, 1) == []
