@@ -3,6 +3,10 @@
 A trainer exposes: init(key) -> state; members(state) -> list of (params, mask) (one per population member);
 prune(state, sparsity) -> state (magnitude-prunes every member to `sparsity`); step(state, key) -> state (one
 gradient step of the script's jitted update on a random batch).
+A population trainer (EauDe kinds) also exposes: batch(key); update_members(state, pop, batch, cum) -> (params, cum,
+losses) (one population update of any number of members against the shared target); after_selection(state, pop,
+k_star) -> state; and the class attributes population_steps (the ways it can run its members) and draws_members
+(whether acting draws a member by loss).
 """
 import jax
 import jax.numpy as jnp
