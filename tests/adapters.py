@@ -3,6 +3,10 @@
 A trainer exposes: init(key) -> state; members(state) -> list of (params, mask) (one per population member);
 prune(state, sparsity) -> state (magnitude-prunes every member to `sparsity`); step(state, key) -> state (one
 gradient step of the script's jitted update on a random batch).
+A population trainer (EauDe kinds) also exposes: batch(key); update_members(state, pop, batch, cum) -> (params, cum,
+losses) (one population update of any number of members against the shared target); after_selection(state, pop,
+k_star) -> state; and the class attributes population_steps (the ways it can run its members) and draws_members
+(whether acting draws a member by loss).
 """
 import jax
 import jax.numpy as jnp
@@ -86,6 +90,22 @@ class EauDeDQNTrainer:
                                                                state["target"], atari_batch(key), state["cum"])
         return dict(state, pop=pop, cum=cum)
 
+    # what the population tests may expect of this kind
+    population_steps = ("vmap", "unrolled")  # --population-step: both ways of running the members give the same numbers
+    draws_members = True  # each greedy action draws a member with probability proportional to 1 / (L_k + 1e-6)
+
+    def batch(self, key):
+        return atari_batch(key)
+
+    def update_members(self, state, pop, batch, cum):
+        """One population update of `pop` (any number of members) against the shared target: (params, cum, losses)."""
+        params, _, cum, losses, *_ = self.update(pop["params"], pop["opt_state"], pop["masks"], state["target"], batch, cum)
+        return params, cum, losses
+
+    def after_selection(self, state, pop, k_star):
+        """The state once a population update selected k*: member k* becomes the target, L resets."""
+        return dict(state, pop=pop, target=self.mod.member(pop["params"], k_star), cum=jnp.zeros(self.k))
+
 
 TRAINERS = {"polyprune_dqn": PolyPruneDQNTrainer, "eaudedqn": EauDeDQNTrainer}
 
@@ -139,4 +159,60 @@ class PolyPruneCQLTrainer(PolyPruneDQNTrainer):
 
 
 TRAINERS["polyprune_cql"] = PolyPruneCQLTrainer
-TRAINERS["eaudecql"] = EauDeDQNTrainer  # same population interface and signature, more metrics
+class EauDeCQLTrainer(EauDeDQNTrainer):
+    """EauDeDQN's population interface and update signature (the update returns more metrics); offline: no acting."""
+
+    draws_members = False
+
+
+TRAINERS["eaudecql"] = EauDeCQLTrainer
+
+
+class EauDeSACTrainer:
+    """K critic pairs (each in the split layout, a list of the two critics' trees, stacked on a leading K axis) sharing
+    one actor, temperature and Polyak target; k_star is the member the actor is trained on and the target moves toward.
+    The population layout is EauDeDQN's, so members and prune are the same code."""
+
+    population_steps = ("vmap",)  # one vmap over the members; EauDeSAC has no --population-step
+    draws_members = False  # it acts with its one shared actor
+    _built = {}  # (module, learning rate) -> (actor, critic, optimizer, update), shared so that compilations are reused
+
+    def __init__(self, mod, learning_rate=1e-3, population_size=3, population_step="vmap"):
+        self.mod, self.k = mod, population_size
+        self.args = tyro.cli(mod.Args, args=["--batch-size", "4", "--population-size", str(population_size),
+                                             "--tournament-size", "2"])
+        if (mod.__name__, learning_rate) not in self._built:  # the update reads gamma, tau, autotune: the same for all
+            actor, critic = mod.Actor(action_dim=SAC_ACTION_DIM, hidden=(32, 32)), mod.VectorCritic(hidden=(32, 32))
+            optimizer = optax.adam(learning_rate)  # a large rate moves weights visibly
+            self._built[mod.__name__, learning_rate] = (actor, critic, optimizer,
+                                                        mod.make_update(self.args, actor, critic, optimizer))
+        self.actor, self.critic, self.optimizer, self.update = self._built[mod.__name__, learning_rate]
+
+    def init(self, key):
+        shared, pop = self.mod.init_state(key, self.actor, self.critic, self.optimizer, SAC_OBS_DIM, SAC_ACTION_DIM, self.k)
+        return {"pop": pop, "shared": shared, "cum": jnp.zeros(self.k), "k_star": 0}
+
+    members = EauDeDQNTrainer.members
+    prune = EauDeDQNTrainer.prune
+
+    def step(self, state, key):
+        pop, shared, cum, _ = self.update(state["pop"], state["shared"], mujoco_batch(jax.random.fold_in(key, 1)), key,
+                                          state["k_star"], state["cum"])
+        return dict(state, pop=pop, shared=shared, cum=cum)
+
+    def batch(self, key):
+        return mujoco_batch(key)
+
+    def update_members(self, state, pop, batch, cum):
+        """One population update of `pop` (any number of members) with one fixed key, so every call draws the same
+        next actions and so the same shared y: (params, cum, losses). The shared state is copied (the update donates it)."""
+        shared = jax.tree.map(jnp.copy, state["shared"])
+        pop, _, new_cum, _ = self.update(pop, shared, batch, jax.random.key(0), state["k_star"], cum)
+        return pop["params"], new_cum, new_cum - cum
+
+    def after_selection(self, state, pop, k_star):
+        """The state once a population update selected k*: the actor's critic and the target's Polyak source, L resets."""
+        return dict(state, pop=pop, k_star=k_star, cum=jnp.zeros(self.k))
+
+
+TRAINERS["eaudesac"] = EauDeSACTrainer

@@ -13,6 +13,7 @@ SCRIPTS = {
     "polyprune_sac_mujoco_jax": {"family": "mujoco", "kind": "polyprune_sac"},
     "polyprune_cql_atari_jax": {"family": "atari_offline", "kind": "polyprune_cql"},
     "eaudecql_atari_jax": {"family": "atari_offline", "kind": "eaudecql"},
+    "eaudesac_mujoco_jax": {"family": "mujoco", "kind": "eaudesac"},
 }
 
 
@@ -29,6 +30,8 @@ def offline_dataset(tmp_path):
 
 # Smoke runs (subprocess, tiny steps, compressed schedules). Each entry: the flags, and the final kernel sparsity
 # the saved model must hold exactly; optional "setup": tmp_path -> extra flags, run first (e.g. writes a dataset).
+# Optional "sparsity_tag": the logged key the saved model's exact zero fraction
+# must equal (default: sparsity/online for a schedule, sparsity/target for a discovered sparsity).
 SMOKE = {
     "polyprune_dqn_atari_jax": {
         "argv": ["--total-timesteps", "400", "--learning-starts", "100", "--buffer-size", "300", "--batch-size", "4",
@@ -76,6 +79,20 @@ SMOKE = {
         "tags": ["charts/SPS", "losses/td_loss", "losses/q_values", "losses/cql_loss", "sparsity/online",
                  "sparsity/target", "sparsity/member_0", "sparsity/member_1", "population/loss_0", "population/loss_1",
                  "population/selected", "population/n_copies", "charts/nonzero_params", "eval/episodic_return"],
+    },
+    # K=2 with tournaments of 2: every population update copies k* into the other slot (beta 0.1 keeps the copies
+    # competitive); with this seed a copy is selected at step 250, so the selected member ends sparse
+    "eaudesac_mujoco_jax": {
+        "argv": ["--env-id", "Hopper-v4", "--total-timesteps", "600", "--learning-starts", "100", "--batch-size", "32",
+                 "--buffer-size", "700", "--selection-period", "50", "--population-size", "2", "--tournament-size", "2",
+                 "--beta", "0.1", "--seed", "1", "--save-model", "--eval-episodes", "1", "--eval-frequency", "400"],
+        "final_sparsity": None,  # discovered: the saved member k* must match the logged sparsity/selected
+        "sparsity_tag": "sparsity/selected",  # sparsity/target is the Polyak target's exact zeros, which lag
+        "tags": ["charts/SPS", "charts/episodic_return", "charts/episodic_length", "losses/qf1_loss", "losses/qf2_loss",
+                 "losses/qf_loss", "losses/qf1_values", "losses/qf2_values", "losses/actor_loss", "losses/alpha",
+                 "losses/alpha_loss", "sparsity/online", "sparsity/target", "sparsity/selected", "sparsity/member_0",
+                 "sparsity/member_1", "population/loss_0", "population/loss_1", "population/selected",
+                 "population/n_copies", "charts/nonzero_params", "eval/episodic_return"],
     },
 }
 
@@ -148,6 +165,22 @@ BAD_FLAGS = {
         (["--target-update-period", "0"], "--target-update-period"),
         (["--env-id", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
         (["--network-size", "huge"], "--network-size"),
+    ],
+    "eaudesac_mujoco_jax": [
+        (["--population-size", "0"], "--population-size"),
+        (["--population-size", "2"], "--tournament-size"),
+        (["--tournament-size", "0"], "--tournament-size"),
+        (["--alpha", "-1"], "--alpha"),
+        (["--beta", "1.5"], "--beta"),
+        (["--beta", "-0.1"], "--beta"),
+        (["--selection-period", "0"], "--selection-period"),
+        (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
+        (["--learning-starts", "2000", "--total-timesteps", "1000"], "--learning-starts"),
+        (["--env-id", "NoSuchRobot-v4"], "NoSuchRobot-v4"),
+        (["--env-id", "CartPole-v1"], "not a MuJoCo"),
+        (["--network-size", "huge"], "--network-size"),
+        (["--tau", "0"], "--tau"),
+        (["--ent-coef", "0"], "--ent-coef"),
     ],
 }
 

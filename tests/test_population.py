@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from adapters import TRAINERS, atari_batch
+from adapters import TRAINERS
 from conftest import SCRIPTS, scripts_with
 
 POP_SCRIPTS = scripts_with("select_population")
@@ -158,20 +158,23 @@ def test_select_population_copies_prunes_and_resets_exactly_the_copies(trainer):
 
 @pytest.mark.parametrize("population_step", ["vmap", "unrolled"])
 def test_population_update_equals_each_member_alone(pmod, population_step):
-    trainer = TRAINERS[SCRIPTS[pmod.__name__]["kind"]](pmod, population_size=3, population_step=population_step)
+    trainer_cls = TRAINERS[SCRIPTS[pmod.__name__]["kind"]]
+    if population_step not in trainer_cls.population_steps:
+        pytest.skip(f"{pmod.__name__} runs its members one way only: {', '.join(trainer_cls.population_steps)}")
+    trainer = trainer_cls(pmod, population_size=3, population_step=population_step)
     mod, k = trainer.mod, trainer.k
     key = jax.random.key(7)
     state = trainer.init(key)
-    batch = atari_batch(jax.random.key(8))
+    batch = trainer.batch(jax.random.key(8))
     pop = state["pop"]
     single = [jax.tree.map(lambda x: x[i:i + 1], pop) for i in range(k)]
-    alone = [trainer.update(s["params"], s["opt_state"], s["masks"], state["target"], batch, jnp.zeros(1)) for s in single]
-    together = trainer.update(pop["params"], pop["opt_state"], pop["masks"], state["target"], batch, jnp.zeros(k))
+    alone = [trainer.update_members(state, s, batch, jnp.zeros(1)) for s in single]
+    together = trainer.update_members(state, pop, batch, jnp.zeros(k))  # (params, cum, losses)
     for i, res in enumerate(alone):
         for a, b in zip(jax.tree.leaves(res[0]), jax.tree.leaves(together[0])):
             np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[i]), rtol=2e-5, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(res[2][0]), np.asarray(together[2][i]), rtol=2e-5)
-    assert len({float(l) for l in np.asarray(together[3])}) == k, "independent inits must give different losses"
+        np.testing.assert_allclose(np.asarray(res[1][0]), np.asarray(together[1][i]), rtol=2e-5)
+    assert len({float(l) for l in np.asarray(together[2])}) == k, "independent inits must give different losses"
 
 
 def test_masks_keep_exact_counts_through_updates_and_selections(trainer):
@@ -186,7 +189,7 @@ def test_masks_keep_exact_counts_through_updates_and_selections(trainer):
         losses = np.asarray(state["cum"])
         pop, sparsities, k_star, pairs = mod.select_population(rng, losses, state["pop"], sparsities, 100 * (round_ + 1),
                                                                500, 100, trainer.args, trainer.optimizer)
-        state = dict(state, pop=pop, target=mod.member(pop["params"], k_star), cum=jnp.zeros(k))
+        state = trainer.after_selection(state, pop, k_star)
         for slot in range(k):
             masks = kernels(mod.member(pop["masks"], slot))
             params = kernels(mod.member(pop["params"], slot))
@@ -198,9 +201,10 @@ def test_masks_keep_exact_counts_through_updates_and_selections(trainer):
 
 
 def test_act_draws_members_by_loss_and_returns_valid_actions(pmod):
-    if not hasattr(pmod, "make_act"):
-        pytest.skip("no acting population")
-    trainer = TRAINERS[SCRIPTS[pmod.__name__]["kind"]](pmod, population_size=3)
+    trainer_cls = TRAINERS[SCRIPTS[pmod.__name__]["kind"]]
+    if not trainer_cls.draws_members:
+        pytest.skip(f"{pmod.__name__} draws no member to act (one shared actor, or offline)")
+    trainer = trainer_cls(pmod, population_size=3)
     state = trainer.init(jax.random.key(11))
     act = pmod.make_act(trainer.net)
     obs = np.zeros((1, 4, 84, 84), np.uint8)

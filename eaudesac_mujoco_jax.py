@@ -1,0 +1,806 @@
+# EauDeSAC: SAC whose critic is a population of K sparse critic pairs that discovers its own sparsity schedule. Docs: README.md
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, Optional, Sequence
+
+import flax
+import flax.linen as nn
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from tensorboard.summary import Writer
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (W&B and openrlbenchmark group runs by it)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, jax and the environment)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "eaudeqn"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save params and masks into `runs/{run_name}` and evaluate the saved model"""
+
+    env_id: str = "HalfCheetah-v4"
+    """the id of the environment (a gymnasium MuJoCo id, v4 or v5; the default is v4 as in the paper's era)"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of the experiment (T of Eq. 3)"""
+    learning_rate: float = 3e-4
+    """the learning rate of the Adam optimizers of the actor, the critics and the temperature"""
+    buffer_size: int = 1_000_000
+    """the replay memory buffer size (rows: one per env step plus one per episode end)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient: the target critics move this fraction toward the selected member's critics
+    after every update"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory (one batch shared by every member)"""
+    learning_starts: int = 100
+    """environment steps with uniform random actions before learning starts (one gradient step per env step after)"""
+    eval_frequency: int = 10_000
+    """environment steps between two evaluations; a value above --total-timesteps leaves only the final one"""
+    eval_episodes: int = 10
+    """episodes of each evaluation (deterministic mean action, the env's own horizon); 0 disables evaluation"""
+    network_size: str = "small"
+    """width of both hidden layers of each critic: small (256), medium (512), large (1024) or a positive integer;
+    the actor is always (256, 256)"""
+    ent_coef: float = 1.0
+    """initial entropy coefficient alpha (its log is learned toward entropy -dim(A)); kept fixed with --no-autotune"""
+    autotune: bool = True
+    """automatic tuning of the entropy coefficient"""
+
+    population_size: int = 5
+    """K, the number of critic pairs (members); 1 runs a single dense critic pair (no tournament, sparsity stays 0)"""
+    tournament_size: int = 3
+    """members drawn (without replacement) in each tournament that refills the population; at most K"""
+    alpha: float = 3.0
+    """max multiple of the "reach sparsity 1 at the end of training" step sampled for a copy's new sparsity (Eq. 3)"""
+    beta: float = 0.01
+    """max fraction of the remaining weights a copy may prune at one population update (Eq. 3)"""
+    selection_period: int = 1_000
+    """environment steps between two population updates (T_bar of Eq. 3): the member with the lowest cumulated
+    critic loss becomes k*, the critic the actor is trained on and the target moves toward; tournaments refill"""
+    prune_scope: Literal["global", "erk"] = "global"
+    """global: one magnitude threshold over all kernels of a member's two critics; erk: per-layer top-k with
+    Erdos-Renyi-Kernel allocation"""
+
+
+# >>> shared: cli
+class ArgError(ValueError):
+    """A flag value that cannot run; main prints it as one line and exits with status 2."""
+
+
+def check(ok, message):
+    if not ok:
+        raise ArgError(message)
+
+
+def available_memory_bytes():
+    """Memory this process can still allocate without swapping (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_or_exit(args_cls, validate, argv=None):
+    """Parses the CLI with tyro, then validates; a bad value ends the program with one line on stderr."""
+    args = tyro.cli(args_cls, args=argv)
+    try:
+        validate(args)
+    except ArgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
+# <<< shared: cli
+
+
+# >>> mujoco: environment
+NETWORK_SIZES = {"small": 256, "medium": 512, "large": 1024}
+
+
+def hidden_width(network_size):
+    """Width of both hidden layers of each critic: a preset name or a positive integer given as text."""
+    if network_size in NETWORK_SIZES:
+        return NETWORK_SIZES[network_size]
+    check(network_size.isdigit() and int(network_size) > 0,
+          f"--network-size must be small, medium, large or a positive integer, got {network_size!r}")
+    return int(network_size)
+
+
+def check_mujoco_env_id(env_id):
+    """Refuses ids that are not gymnasium MuJoCo environments with flat observations and bounded Box actions;
+    returns (observation size, action size)."""
+    check(env_id in gym.registry, f"--env-id {env_id!r} is not a registered gymnasium environment (MuJoCo ids look like Hopper-v4)")
+    check("mujoco" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not a MuJoCo environment")
+    try:
+        env = gym.make(env_id)
+    except Exception as e:  # e.g. the v2/v3 ids, which need the retired mujoco-py
+        check(False, f"--env-id {env_id!r} cannot be created (use a v4 or v5 id): {(str(e).splitlines() or [type(e).__name__])[0]}")
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    check(isinstance(action_space, gym.spaces.Box) and np.isfinite(action_space.low).all()
+          and np.isfinite(action_space.high).all(), f"--env-id {env_id!r} has no bounded continuous (Box) action space")
+    check(isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1,
+          f"--env-id {env_id!r} has no flat (1-D Box) observation space")
+    return obs_space.shape[0], int(np.prod(action_space.shape))
+
+
+def make_env(env_id, seed, idx, capture_video, run_name):
+    """The gymnasium MuJoCo env as registered: its own TimeLimit (1,000 steps; a truncation, so the target
+    bootstraps through it), then RecordEpisodeStatistics (raw returns). No observation or reward normalisation."""
+
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env.action_space.seed(seed + idx)
+        return env
+
+    return thunk
+
+
+def scale_action(action_space, action):
+    """Maps a policy action in [-1, 1] (what the actor outputs and the buffer stores) to the env's bounds."""
+    return action_space.low + 0.5 * (np.asarray(action) + 1.0) * (action_space.high - action_space.low)
+
+
+def unscale_action(action_space, action):
+    """Maps an env action (e.g. a uniform warm-up sample) back to [-1, 1]."""
+    return 2.0 * (np.asarray(action) - action_space.low) / (action_space.high - action_space.low) - 1.0
+
+
+# <<< mujoco: environment
+
+
+# >>> mujoco: network
+class Critic(nn.Module):
+    """Q(s, a): a ReLU MLP on the concatenated observation and action."""
+
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs, action):
+        x = jnp.concatenate([obs, action], axis=-1)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(1)(x)[..., 0]
+
+
+class VectorCritic(nn.Module):
+    """`n_critics` independent critics as one vmapped module: params are stacked on a leading axis of size
+    n_critics (kernels (n, in, out), biases (n, out)) and the output is (n_critics, batch)."""
+
+    hidden: Sequence[int] = (256, 256)
+    n_critics: int = 2
+
+    @nn.compact
+    def __call__(self, obs, action):
+        ensemble = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0,
+                           axis_size=self.n_critics)
+        return ensemble(hidden=self.hidden)(obs, action)
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian policy head: mean and log std (clipped to [-20, 2]) of the pre-tanh Gaussian."""
+
+    action_dim: int
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs):
+        x = obs
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        mean = nn.Dense(self.action_dim)(x)
+        log_std = jnp.clip(nn.Dense(self.action_dim)(x), -20.0, 2.0)
+        return mean, log_std
+
+
+def sample_action(mean, log_std, key):
+    """Reparameterised tanh-Gaussian sample in [-1, 1] and its log-probability (tanh correction in the stable
+    form log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)))."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    gaussian = -0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
+    log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return jnp.tanh(u), (gaussian - log_det).sum(axis=-1)
+
+
+def split_ensemble(tree):
+    """The ensemble's stacked params (or masks) as a list of per-critic trees, where kernels have ndim 2 and biases
+    ndim 1, the layout the shared masking code expects (on the stacked tree a bias would look like a kernel)."""
+    n = jax.tree.leaves(tree)[0].shape[0]
+    return [jax.tree.map(lambda x: x[i], tree) for i in range(n)]
+
+
+def join_ensemble(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+# <<< mujoco: network
+
+
+# >>> mujoco: replay buffer
+class ReplayBuffer:
+    """Ring buffer of flat observations that stores each observation once; next_obs is read from the next row.
+
+    Row j holds the observation o_j in which action a_j was taken, with r_j and terminal_j. When an episode ends
+    (terminated or truncated) one extra "final" row holds the observation after the last action, so the last
+    transition keeps its next state (truncations bootstrap, terminal_j is set only for terminations). A transition j
+    is sampled only if row j+1 is still in the ring (not past the write head) and row j is not a final row.
+    Observations and actions (in [-1, 1]) are stored as float32.
+    """
+
+    @staticmethod
+    def check_memory(capacity, obs_dim, action_dim):
+        """Refuses a buffer that would not fit in the memory available now (numpy would only fail once it fills)."""
+        row_bytes = 4 * (obs_dim + action_dim) + 4 + 2  # obs, action, reward, 2 flags
+        needed, available = capacity * row_bytes, available_memory_bytes()
+        check(needed < 0.9 * available,
+              f"--buffer-size {capacity} needs {needed / 1e9:.1f} GB of memory but only {available / 1e9:.1f} GB is available")
+
+    def __init__(self, capacity, obs_dim, action_dim, seed=0):
+        self.check_memory(capacity, obs_dim, action_dim)
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((capacity, action_dim), dtype=np.float32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminals = np.zeros(capacity, dtype=bool)
+        self.finals = np.zeros(capacity, dtype=bool)  # the row holds the observation after an episode's last action
+        self.ptr, self.size = 0, 0
+        self.rng = np.random.default_rng(seed)
+
+    def nbytes(self):
+        return sum(a.nbytes for a in (self.obs, self.actions, self.rewards, self.terminals, self.finals))
+
+    def _write(self, obs, action, reward, terminal, final):
+        p = self.ptr
+        self.obs[p], self.actions[p], self.rewards[p] = obs, action, reward
+        self.terminals[p], self.finals[p] = terminal, final
+        self.ptr, self.size = (p + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def add(self, obs, action, reward, terminated, truncated, next_obs):
+        """Stores one step; `next_obs` is used only when the episode ends here (otherwise the next add brings it)."""
+        self._write(obs, action, reward, terminated, False)
+        if terminated or truncated:
+            self._write(next_obs, 0.0, 0.0, False, True)
+
+    def _physical(self, logical):
+        return (self.ptr - self.size + logical) % self.capacity
+
+    def valid(self, logical):
+        """Which logical indices (0 = oldest row) are transitions that may be sampled."""
+        logical = np.asarray(logical)
+        return (logical >= 0) & (logical + 1 < self.size) & ~self.finals[self._physical(logical)]
+
+    def transitions(self, logical):
+        """(obs, actions, rewards, terminals, next_obs) of valid logical indices."""
+        p, n = self._physical(np.asarray(logical)), self._physical(np.asarray(logical) + 1)
+        return self.obs[p], self.actions[p], self.rewards[p], self.terminals[p].astype(np.float32), self.obs[n]
+
+    def sample(self, batch_size):
+        idx = np.empty(0, dtype=np.int64)
+        for _ in range(1000):
+            cand = self.rng.integers(0, self.size, size=2 * batch_size)
+            idx = np.concatenate([idx, cand[self.valid(cand)]])
+            if idx.size >= batch_size:
+                return self.transitions(idx[:batch_size])
+        raise RuntimeError("the replay buffer holds no valid transition to sample")
+
+
+# <<< mujoco: replay buffer
+
+
+# >>> shared: masking
+def prunable(x):
+    """Kernels (ndim > 1) are pruned, biases never."""
+    return x.ndim > 1
+
+
+def erk_densities(shapes, sparsity):
+    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
+    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
+    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    dense = np.zeros(len(shapes), dtype=bool)
+    while True:
+        budget = (1.0 - sparsity) * sizes.sum() - sizes[dense].sum()
+        eps = budget / max((raw * sizes)[~dense].sum(), 1e-12)
+        density = np.where(dense, 1.0, eps * raw)
+        if not (density > 1.0).any():
+            return density
+        dense |= density > 1.0
+
+
+def keep_counts(params, sparsity, scope="global"):
+    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
+    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
+    if scope == "global":
+        return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
+    return [max(1, round(int(np.prod(s)) * d)) for s, d in zip(shapes, erk_densities(shapes, float(sparsity)))]
+
+
+@jax.jit
+def _top_k_mask(scores, n_keep):
+    """True for the n_keep largest scores; ties keep the lower flat index."""
+    order = jnp.argsort(-scores, stable=True)
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
+    return rank < n_keep
+
+
+def make_mask(params, sparsity, prev_mask=None, scope="global"):
+    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
+    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    leaves, treedef = jax.tree.flatten(params)
+    prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
+    kernels = [i for i, x in enumerate(leaves) if prunable(x)]
+    scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
+    counts = keep_counts(params, sparsity, scope)
+    if scope == "global":
+        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
+        split = np.cumsum([s.size for s in scores])[:-1]
+        kept = jnp.split(flat, split)
+    else:
+        kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
+    masks = [jnp.ones(x.shape, bool) for x in leaves]
+    for i, k in zip(kernels, kept):
+        masks[i] = k.reshape(leaves[i].shape) & prev[i]
+    return jax.tree.unflatten(treedef, masks)
+
+
+def apply_mask(params, mask):
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+
+
+def dense_mask(params):
+    return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+
+
+def mask_stats(mask):
+    """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
+    leaves = jax.tree.leaves(mask)
+    kernel_total = sum(m.size for m in leaves if prunable(m))
+    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
+    bias_total = sum(m.size for m in leaves if not prunable(m))
+    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+
+
+# <<< shared: masking
+
+
+# >>> shared: logging
+class Progress:
+    """One status line for people: redrawn in place on a terminal, one line a minute (and at the end) otherwise."""
+
+    def __init__(self, total, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.interval = 0.5 if self.tty else 60.0
+        self.last = time.time()
+
+    def update(self, step, final=False, **fields):
+        now = time.time()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        parts = [f"{step:,}/{self.total:,} steps ({100.0 * step / self.total:.1f}%)"]
+        parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items() if v is not None]
+        line = " | ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line[:200].ljust(120) + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class Logger:
+    """Scalars to runs/{run_name} (TensorBoard events, mirrored to W&B with --track) and args.json."""
+
+    def __init__(self, args, run_name):
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                       name=run_name, monitor_gym=True, save_code=True)
+        self.dir = f"runs/{run_name}"
+        os.makedirs(self.dir, exist_ok=True)
+        self.writer = Writer(self.dir)
+        with open(f"{self.dir}/args.json", "w") as f:
+            json.dump(vars(args), f, indent=2)
+
+    def scalars(self, step, **values):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), int(step))
+
+    def close(self):
+        self.writer.close()
+
+
+# <<< shared: logging
+
+
+# >>> shared: population
+def tournament(rng, losses, tournament_size):
+    """k* = argmin of the cumulated losses (NaN never wins; all NaN -> the last index), then K - 1 tournaments of
+    `tournament_size` members drawn without replacement, each won by its lowest loss. Returns (k*, selected)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    k = losses.size
+    fitness = np.where(np.isnan(losses), np.inf, losses)
+    k_star = k - 1 if np.isnan(losses).all() else int(np.nanargmin(losses))
+    selected = [k_star]
+    for _ in range(k - 1):
+        contestants = rng.choice(k, size=tournament_size, replace=False)
+        selected.append(int(contestants[np.argmin(fitness[contestants])]))
+    return k_star, selected
+
+
+def copy_pairs(selected, population_size):
+    """Slots nobody won (ascending) receive copies of members won more than once: [(free slot, parent), ...]."""
+    counts = np.bincount(selected, minlength=population_size)
+    free = [j for j in range(population_size) if counts[j] == 0]
+    parents = [j for j in range(population_size) for _ in range(counts[j] - 1)]
+    return list(zip(free, parents))
+
+
+def sample_sparsity(rng, parent_sparsity, step, horizon, period, alpha, beta):
+    """Eq. 3: xi ~ U(0, alpha); speed = min(xi * period / max(horizon - step, period), beta);
+    s = s_p + speed * (1 - s_p). The line step period / (horizon - step) would reach sparsity 1 at the horizon."""
+    xi = rng.uniform(0.0, alpha)
+    speed = min(xi * period / max(horizon - step, period), beta)
+    return parent_sparsity + speed * (1.0 - parent_sparsity)
+
+
+def member(tree, k):
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def select_population(rng, losses, pop, sparsities, step, horizon, period, args, optimizer):
+    """Population update at a target update. `pop` holds stacked (K, ...) "params", "masks" and "opt_state".
+    k* and every selected member keep weights, mask, sparsity and Adam state; each free slot becomes a copy of its
+    parent with a new sparsity (Eq. 3), a magnitude mask of the copied weights intersected with the parent's mask,
+    and a fresh Adam state. Returns (pop, sparsities, k*, pairs)."""
+    k_star, selected = tournament(rng, losses, args.tournament_size)
+    pairs = copy_pairs(selected, len(sparsities))
+    if not pairs:
+        return pop, sparsities, k_star, pairs
+    source = np.arange(len(sparsities))
+    for free, parent in pairs:
+        source[free] = parent
+    pop = jax.tree.map(lambda x: x[source], pop)  # copies are exact copies of their parents
+    is_copy = jnp.asarray(source != np.arange(len(sparsities)))
+    fresh = jax.vmap(optimizer.init)(pop["params"])
+    pop["opt_state"] = jax.tree.map(lambda f, o: jnp.where(is_copy.reshape((-1,) + (1,) * (o.ndim - 1)), f, o),
+                                    fresh, pop["opt_state"])
+    sparsities = np.array(sparsities, dtype=np.float64)
+    for free, parent in pairs:
+        sparsities[free] = sample_sparsity(rng, sparsities[parent], step, horizon, period, args.alpha, args.beta)
+        mask = make_mask(member(pop["params"], free), sparsities[free], member(pop["masks"], free), args.prune_scope)
+        params = apply_mask(member(pop["params"], free), mask)
+        pop["masks"] = jax.tree.map(lambda x, y: x.at[free].set(y), pop["masks"], mask)
+        pop["params"] = jax.tree.map(lambda x, y: x.at[free].set(y), pop["params"], params)
+    return pop, sparsities, k_star, pairs
+
+
+def sampling_probabilities(losses):
+    """p_k proportional to 1 / (L_k + 1e-6), NaN -> 0; uniform if every p is 0."""
+    p = jnp.nan_to_num(1.0 / (losses + 1e-6), nan=0.0, posinf=0.0, neginf=0.0)
+    p = jnp.maximum(p, 0.0)
+    total = p.sum()
+    return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
+
+
+# <<< shared: population
+
+
+# ALGO LOGIC: SAC state shared by the members, the population, and the update (K critic pairs, then Polyak target,
+# actor and temperature on the selected member, in one jit)
+@flax.struct.dataclass
+class SACState:
+    """What the K members share: the actor, the temperature and the Polyak target. The critic pairs are the
+    population, a dict of stacked "params", "masks" and "opt_state" kept beside this state; only they have masks."""
+
+    actor_params: dict
+    actor_opt: optax.OptState
+    target_params: dict  # stacked (2, ...) ensemble layout: Polyak average of the selected members, never masked itself
+    log_alpha: jax.Array
+    alpha_opt: optax.OptState
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_size, ent_coef=1.0):
+    """Fresh dense (state, pop): independent inits of the actor and of the K critic pairs, the target a copy of
+    member 0's critics, log alpha = log(ent_coef). Each member is kept in the split layout (a list of the two
+    critics' trees: kernels ndim 2, biases ndim 1, what the masking code expects), stacked on a leading K axis:
+    pop = {"params", "masks" (all True), "opt_state" (one fresh Adam state per member)}."""
+    actor_key, critic_key = jax.random.split(key)
+    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
+    actor_params = actor.init(actor_key, obs)
+    ensembles = jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(critic_key, population_size), obs, action)
+    params = jax.vmap(split_ensemble)(ensembles)
+    pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
+    log_alpha = jnp.log(jnp.asarray(ent_coef, jnp.float32))
+    state = SACState(actor_params=actor_params, actor_opt=optimizer.init(actor_params),
+                     target_params=join_ensemble(member(params, 0)), log_alpha=log_alpha, alpha_opt=optimizer.init(log_alpha))
+    return state, pop
+
+
+@jax.jit
+def kernel_zero_fraction(critic_params):
+    """Fraction of exactly-zero kernel entries over both critics (what sparsity/target reports for the target)."""
+    kernels = [x for x in jax.tree.leaves(split_ensemble(critic_params)) if prunable(x)]
+    return sum(jnp.sum(k == 0) for k in kernels) / sum(k.size for k in kernels)
+
+
+def make_update(args, actor, critic, optimizer):
+    """Returns the jitted EauDeSAC step (pop, state, batch, key, k_star, cum_losses) -> (pop, state, cum_losses,
+    metrics). The target values y are computed once per batch (next actions sampled once from the actor, min of the
+    two target critics, entropy term) and every member takes its critic Adam step against that y (one vmap over the
+    members, mask re-applied); L_k += loss_k. Then the target moves by Polyak toward member k_star (a traced int: no
+    retrace when it changes) and the actor and temperature steps use critic k_star, with the entropy coefficient of
+    the start of the step. Metrics are means over the members."""
+    target_entropy = -float(actor.action_dim)
+
+    def td_target(state, batch, alpha, key):
+        obs, actions, rewards, dones, next_obs = batch
+        next_actions, next_log_prob = sample_action(*actor.apply(state.actor_params, next_obs), key)
+        q_next = critic.apply(state.target_params, next_obs, next_actions).min(axis=0)
+        return rewards + args.gamma * (1.0 - dones) * (q_next - alpha * next_log_prob)
+
+    def member_step(params, opt_state, mask, batch, y):
+        """One member's critic step: params, mask and Adam state in the split layout (the critics are joined to apply)."""
+        obs, actions = batch[0], batch[1]
+
+        def loss_fn(p):
+            q = critic.apply(join_ensemble(p), obs, actions)  # (2, B)
+            per_critic = 0.5 * jnp.mean((q - y[None]) ** 2, axis=1)
+            return per_critic.sum(), (per_critic, q.mean(axis=1))
+
+        (loss, (per_critic, q_means)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = apply_mask(optax.apply_updates(params, updates), mask)
+        return params, opt_state, loss, per_critic, q_means
+
+    def critic_step(pop, state, batch, alpha, key, k_star):
+        y = td_target(state, batch, alpha, key)  # once per batch, shared by every member
+        params, opt_state, losses, per_critic, q_means = jax.vmap(member_step, in_axes=(0, 0, 0, None, None))(
+            pop["params"], pop["opt_state"], pop["masks"], batch, y)
+        target_params = optax.incremental_update(join_ensemble(member(params, k_star)), state.target_params, args.tau)
+        metrics = {"qf1_loss": per_critic[:, 0].mean(), "qf2_loss": per_critic[:, 1].mean(), "qf_loss": losses.mean(),
+                   "qf1_values": q_means[:, 0].mean(), "qf2_values": q_means[:, 1].mean()}
+        return dict(pop, params=params, opt_state=opt_state), state.replace(target_params=target_params), losses, metrics
+
+    def actor_step(state, critic_params, obs, alpha, key):
+        def loss_fn(p):
+            actions, log_prob = sample_action(*actor.apply(p, obs), key)
+            q = critic.apply(critic_params, obs, actions).min(axis=0)
+            return jnp.mean(alpha * log_prob - q), -log_prob.mean()
+
+        (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor_params)
+        updates, actor_opt = optimizer.update(grads, state.actor_opt, state.actor_params)
+        return state.replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=actor_opt), loss, entropy
+
+    def alpha_step(state, entropy):
+        loss, grad = jax.value_and_grad(lambda log_alpha: log_alpha * (entropy - target_entropy))(state.log_alpha)
+        if not args.autotune:
+            return state, loss
+        updates, alpha_opt = optimizer.update(grad, state.alpha_opt, state.log_alpha)
+        return state.replace(log_alpha=optax.apply_updates(state.log_alpha, updates), alpha_opt=alpha_opt), loss
+
+    def update(pop, state, batch, key, k_star, cum_losses):
+        critic_key, actor_key = jax.random.split(key)
+        alpha = jnp.exp(state.log_alpha)
+        pop, state, losses, metrics = critic_step(pop, state, batch, alpha, critic_key, k_star)
+        selected = join_ensemble(member(pop["params"], k_star))  # the updated critics of member k*
+        state, actor_loss, entropy = actor_step(state, selected, batch[0], alpha, actor_key)
+        state, alpha_loss = alpha_step(state, entropy)
+        return pop, state, cum_losses + losses, dict(metrics, actor_loss=actor_loss, alpha=alpha, alpha_loss=alpha_loss)
+
+    return jax.jit(update, donate_argnums=(0, 1))
+
+
+def make_act(actor):
+    """Jitted policies on a batch of observations: explore(params, obs, key) -> (sampled action, next key) for
+    training, exploit(params, obs) -> tanh(mean) for evaluation; actions in [-1, 1]."""
+
+    def explore(params, obs, key):
+        key, sample_key = jax.random.split(key)
+        return sample_action(*actor.apply(params, obs), sample_key)[0], key
+
+    return jax.jit(explore), jax.jit(lambda params, obs: jnp.tanh(actor.apply(params, obs)[0]))
+
+
+def episode_returns(env, exploit, actor_params, episodes, seed):
+    """Raw returns of `episodes` episodes of the deterministic (mean) action; the first reset is seeded, so every
+    evaluation starts from the same initial states."""
+    obs, _ = env.reset(seed=seed)
+    returns = []
+    while len(returns) < episodes:
+        action = np.asarray(exploit(actor_params, obs[None].astype(np.float32))[0])
+        obs, _, terminated, truncated, info = env.step(scale_action(env.action_space, action))
+        if terminated or truncated:
+            returns.append(float(info["episode"]["r"]))
+            obs, _ = env.reset()
+    return returns
+
+
+def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, capture_video=False, seed=1):
+    """Runs eval_episodes episodes of the saved actor's deterministic (mean) action; returns their raw returns."""
+    env = make_env(env_id, seed, 0, capture_video, run_name)()
+    actor = Model(action_dim=int(np.prod(env.action_space.shape)))
+    template = actor.init(jax.random.key(0), jnp.zeros((1, *env.observation_space.shape)))
+    with open(model_path, "rb") as f:
+        saved = flax.serialization.msgpack_restore(f.read())
+    actor_params = flax.serialization.from_state_dict(template, saved["actor_params"])
+    returns = episode_returns(env, make_act(actor)[1], actor_params, eval_episodes, seed)
+    env.close()
+    return returns
+
+
+def validate(args):
+    check(args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}")
+    check(args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}")
+    check(0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}")
+    check(0.0 < args.tau <= 1.0, f"--tau must be in (0, 1], got {args.tau}")
+    check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    check(args.buffer_size >= args.batch_size, f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
+    check(args.buffer_size >= 2, f"--buffer-size must be >= 2 rows, got {args.buffer_size}")
+    check(args.learning_starts >= 1, f"--learning-starts must be >= 1, got {args.learning_starts}")
+    check(args.learning_starts < args.total_timesteps,
+          f"--learning-starts {args.learning_starts} is not below --total-timesteps {args.total_timesteps}: nothing would be learned")
+    check(args.eval_frequency >= 1, f"--eval-frequency must be >= 1, got {args.eval_frequency}")
+    check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    check(args.ent_coef > 0, f"--ent-coef must be > 0, got {args.ent_coef}")
+    hidden_width(args.network_size)
+    check(args.population_size >= 1, f"--population-size must be >= 1, got {args.population_size}")
+    check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
+          f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
+    check(args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}")
+    check(0.0 <= args.beta <= 1.0, f"--beta must be in [0, 1], got {args.beta}")
+    check(args.selection_period >= 1, f"--selection-period must be >= 1, got {args.selection_period}")
+    obs_dim, action_dim = check_mujoco_env_id(args.env_id)
+    ReplayBuffer.check_memory(args.buffer_size, obs_dim, action_dim)
+
+
+if __name__ == "__main__":
+    args = parse_or_exit(Args, validate)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    logger = Logger(args, run_name)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    rng = np.random.default_rng(args.seed)  # tournaments and Eq. 3 sampling (host side)
+    key = jax.random.key(args.seed)
+    key, init_key = jax.random.split(key)
+
+    env = make_env(args.env_id, args.seed, 0, args.capture_video, run_name)()
+    eval_env = make_env(args.env_id, args.seed, 1, False, run_name)()
+    assert isinstance(env.action_space, gym.spaces.Box), "only continuous action space is supported"
+    obs_dim, action_dim = env.observation_space.shape[0], int(np.prod(env.action_space.shape))
+
+    obs, _ = env.reset(seed=args.seed)
+    K = args.population_size
+    actor = Actor(action_dim=action_dim)
+    width = hidden_width(args.network_size)
+    critic = VectorCritic(hidden=(width, width))
+    optimizer = optax.adam(learning_rate=args.learning_rate)
+    state, pop = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, K, args.ent_coef)
+    sparsities = np.zeros(K)  # sampled sparsity of each member (Eq. 3 parents)
+    cum_losses = jnp.zeros(K)  # L_k since the last population update
+    k_star = 0  # the selected member: the critic the actor is trained on, the one the target moves toward
+    update = make_update(args, actor, critic, optimizer)
+    explore, exploit = make_act(actor)
+
+    rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, seed=args.seed)
+    member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
+    selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+    progress = Progress(args.total_timesteps)
+    last_return, metrics, eval_return = None, None, None
+    start_time, sps_step, sps_time = time.time(), 0, time.time()
+
+    for global_step in range(1, args.total_timesteps + 1):
+        # ALGO LOGIC: put action logic here (actions in [-1, 1], scaled to the env's bounds when stepping)
+        if global_step <= args.learning_starts:
+            action = unscale_action(env.action_space, env.action_space.sample())
+        else:
+            action, key = explore(state.actor_params, obs[None].astype(np.float32), key)
+            action = np.asarray(action[0])
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, reward, terminated, truncated, info = env.step(scale_action(env.action_space, action))
+        rb.add(obs, action, reward, terminated, truncated, next_obs)
+        if terminated or truncated:
+            last_return = float(info["episode"]["r"])
+            logger.scalars(global_step, **{"charts/episodic_return": last_return,
+                                           "charts/episodic_length": int(info["episode"]["l"])})
+            next_obs, _ = env.reset()
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            key, update_key = jax.random.split(key)
+            pop, state, cum_losses, metrics = update(pop, state, rb.sample(args.batch_size), update_key, k_star, cum_losses)
+            if global_step % args.selection_period == 0:
+                # ALGO LOGIC: the best member becomes k* (the actor's critic, the target's Polyak source); tournaments
+                # refill the population
+                host_losses = np.asarray(jax.device_get(cum_losses))
+                pop, sparsities, k_star, pairs = select_population(
+                    rng, host_losses, pop, sparsities, global_step, args.total_timesteps, args.selection_period, args,
+                    optimizer)
+                cum_losses = jnp.zeros(K)
+                member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
+                selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+                logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
+                               **{"population/selected": k_star, "population/n_copies": len(pairs)})
+
+        if args.eval_episodes > 0 and global_step % args.eval_frequency == 0 and global_step < args.total_timesteps:
+            eval_start = time.time()
+            eval_return = float(np.mean(episode_returns(eval_env, exploit, state.actor_params, args.eval_episodes, args.seed)))
+            logger.scalars(global_step, **{"eval/episodic_return": eval_return})
+            eval_seconds = time.time() - eval_start
+            start_time, sps_time = start_time + eval_seconds, sps_time + eval_seconds  # charts/SPS counts training only
+
+        if global_step % 100 == 0:
+            now = time.time()
+            sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
+            sps_step, sps_time = global_step, now
+            values = {"charts/SPS": sps, "sparsity/online": float(np.mean(member_sparsity)),
+                      "sparsity/selected": selected_sparsity,
+                      "sparsity/target": float(kernel_zero_fraction(state.target_params)), "charts/nonzero_params": nonzero,
+                      **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}}
+            if metrics is not None:
+                values.update({f"losses/{k}": v for k, v in jax.device_get(metrics).items()})
+            logger.scalars(global_step, **values)
+            progress.update(global_step, SPS=sps,
+                            **{"return": last_return, "eval": eval_return, "sparsity": selected_sparsity})
+    progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
+                    **{"return": last_return, "eval": eval_return, "sparsity": selected_sparsity})
+
+    # the selected member's critics are saved as a list of per-critic trees (kernels ndim 2, biases ndim 1), as the
+    # masking code sees them, with its masks and the actor
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        with open(model_path, "wb") as f:
+            f.write(flax.serialization.to_bytes({"params": member(pop["params"], k_star),
+                                                 "masks": member(pop["masks"], k_star),
+                                                 "actor_params": state.actor_params}))
+        print(f"model saved to {model_path} (member k* = {k_star}, the last selected critic pair, and the actor)")
+    # the final evaluation: of the saved model when there is one (it checks the file), else of the actor in memory
+    if args.eval_episodes > 0:
+        if args.save_model:
+            episodic_returns = evaluate(model_path, make_env, args.env_id, args.eval_episodes, f"{run_name}-eval", Actor,
+                                        capture_video=args.capture_video, seed=args.seed)
+        else:
+            episodic_returns = episode_returns(eval_env, exploit, state.actor_params, args.eval_episodes, args.seed)
+        logger.scalars(args.total_timesteps, **{"eval/episodic_return": float(np.mean(episodic_returns))})
+        print(f"eval/episodic_return {np.mean(episodic_returns):.1f} (mean of {len(episodic_returns)} episodes)")
+
+    env.close()
+    eval_env.close()
+    logger.close()
