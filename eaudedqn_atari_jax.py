@@ -83,7 +83,7 @@ class Args:
     """global: one magnitude threshold over all kernels; erk: per-layer top-k with Erdos-Renyi-Kernel allocation"""
     population_step: Literal["auto", "vmap", "unrolled"] = "auto"
     """how the one jitted update runs the K members: vmap, or a loop unrolled at trace time (same results); auto picks
-    vmap on GPU/TPU and unrolled on CPU, where XLA's batched (grouped) convolutions are about 2x slower"""
+    vmap on GPU/TPU and for K=1, unrolled on CPU, where XLA's batched (grouped) convolutions are about 2x slower"""
 
 
 # >>> shared: cli
@@ -482,7 +482,8 @@ def sampling_probabilities(losses):
 def make_update(args, q_network, optimizer):
     """Returns the jitted population step (params, opt_state, masks, target_params, batch, cum_losses) ->
     (params, opt_state, cum_losses, losses, q): stacked (K, ...) members, the shared target's values computed once."""
-    vectorized = args.population_step == "vmap" or (args.population_step == "auto" and jax.default_backend() != "cpu")
+    auto_vmap = jax.default_backend() != "cpu" or args.population_size == 1  # one member: vmap adds no batched conv
+    vectorized = args.population_step == "vmap" or (args.population_step == "auto" and auto_vmap)
 
     def td_target(target_params, batch):
         obs, actions, rewards, dones, next_obs = batch
