@@ -624,6 +624,7 @@ def make_update(args, actor, critic, optimizer):
     return jax.jit(update, donate_argnums=(0, 1))
 
 
+# >>> mujoco: online sac
 def make_act(actor):
     """Jitted policies on a batch of observations: explore(params, obs, key) -> (sampled action, next key) for
     training, exploit(params, obs) -> tanh(mean) for evaluation; actions in [-1, 1]."""
@@ -662,7 +663,8 @@ def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, captu
     return returns
 
 
-def validate(args):
+def check_online_sac_args(args):
+    """Checks shared by the SAC scripts (SAC hyperparameters, evaluation, environment, replay)."""
     check(args.total_timesteps >= 1, f"--total-timesteps must be >= 1, got {args.total_timesteps}")
     check(args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}")
     check(0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}")
@@ -677,14 +679,21 @@ def validate(args):
     check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     check(args.ent_coef > 0, f"--ent-coef must be > 0, got {args.ent_coef}")
     hidden_width(args.network_size)
+    obs_dim, action_dim = check_mujoco_env_id(args.env_id)
+    ReplayBuffer.check_memory(args.buffer_size, obs_dim, action_dim)
+
+
+# <<< mujoco: online sac
+
+
+def validate(args):
+    check_online_sac_args(args)
     check(args.population_size >= 1, f"--population-size must be >= 1, got {args.population_size}")
     check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
           f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
     check(args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}")
     check(0.0 <= args.beta <= 1.0, f"--beta must be in [0, 1], got {args.beta}")
     check(args.selection_period >= 1, f"--selection-period must be >= 1, got {args.selection_period}")
-    obs_dim, action_dim = check_mujoco_env_id(args.env_id)
-    ReplayBuffer.check_memory(args.buffer_size, obs_dim, action_dim)
 
 
 if __name__ == "__main__":
