@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tyro
 from adapters import TRAINERS
 from conftest import SCRIPTS, scripts_with
 
@@ -221,8 +222,6 @@ def test_act_draws_members_by_loss_and_returns_valid_actions(pmod):
 
 
 def test_population_of_one_is_valid_and_never_pruned(pmod):
-    import tyro
-
     args = tyro.cli(pmod.Args, args=["--population-size", "1"])  # default --tournament-size 3 must not be refused
     pmod.validate(args)
     k_star, selected = pmod.tournament(np.random.default_rng(0), np.array([0.5]), args.tournament_size)
