@@ -61,7 +61,8 @@ class Args:
     """width of both hidden layers of each critic: small (256), medium (512), large (1024) or a positive integer;
     the actor is always (256, 256)"""
     ent_coef: float = 1.0
-    """initial entropy coefficient alpha (its log is learned toward entropy -dim(A)); kept fixed with --no-autotune"""
+    """initial entropy coefficient alpha; log alpha is learned with SBX's loss alpha * (H - H_target), H_target = -dim(A);
+    kept fixed with --no-autotune"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
 
@@ -79,6 +80,11 @@ class Args:
     prune_scope: Literal["global", "erk"] = "global"
     """global: one magnitude threshold over all kernels of a member's two critics; erk: per-layer top-k with
     Erdos-Renyi-Kernel allocation"""
+    member_init: Literal["shared", "independent"] = "shared"
+    """shared: every critic pair starts from one dense init, so the population descends from one network and the
+    Polyak target, which follows whichever member is k*, only ever blends relatives; independent: K inits (AdaDQN's
+    choice), where a change of k* blends unrelated networks into the target (about 4x slower learning on
+    HalfCheetah-v4; README, "EauDeSAC: one init for the population")"""
 
 
 # >>> shared: cli
@@ -532,16 +538,21 @@ class SACState:
     alpha_opt: optax.OptState
 
 
-@partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
-def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_size, ent_coef=1.0):
-    """Fresh dense (state, pop): independent inits of the actor and of the K critic pairs, the target a copy of
-    member 0's critics, log alpha = log(ent_coef). Each member is kept in the split layout (a list of the two
-    critics' trees: kernels ndim 2, biases ndim 1, what the masking code expects), stacked on a leading K axis:
+@partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6), static_argnames=("member_init",))
+def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_size, ent_coef=1.0, member_init="shared"):
+    """Fresh dense (state, pop): the actor's init and the K critic pairs' (one init copied K times when member_init is
+    "shared", K inits when "independent"), the target a copy of member 0's critics, log alpha = log(ent_coef). Each
+    member is kept in the split layout (a list of the two critics' trees: kernels ndim 2, biases ndim 1, what the
+    masking code expects), stacked on a leading K axis:
     pop = {"params", "masks" (all True), "opt_state" (one fresh Adam state per member)}."""
     actor_key, critic_key = jax.random.split(key)
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
     actor_params = actor.init(actor_key, obs)
-    ensembles = jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(critic_key, population_size), obs, action)
+    if member_init == "shared":
+        critic_keys = jnp.stack([critic_key] * population_size)
+    else:
+        critic_keys = jax.random.split(critic_key, population_size)
+    ensembles = jax.vmap(critic.init, in_axes=(0, None, None))(critic_keys, obs, action)
     params = jax.vmap(split_ensemble)(ensembles)
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
     log_alpha = jnp.log(jnp.asarray(ent_coef, jnp.float32))
@@ -606,7 +617,8 @@ def make_update(args, actor, critic, optimizer):
         return state.replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=actor_opt), loss, entropy
 
     def alpha_step(state, entropy):
-        loss, grad = jax.value_and_grad(lambda log_alpha: log_alpha * (entropy - target_entropy))(state.log_alpha)
+        # SBX's temperature loss: alpha * (H - H_target) with alpha = exp(log_alpha), so d/dlog_alpha = alpha * (H - H_target)
+        loss, grad = jax.value_and_grad(lambda log_alpha: jnp.exp(log_alpha) * (entropy - target_entropy))(state.log_alpha)
         if not args.autotune:
             return state, loss
         updates, alpha_opt = optimizer.update(grad, state.alpha_opt, state.log_alpha)
@@ -719,7 +731,8 @@ if __name__ == "__main__":
     width = hidden_width(args.network_size)
     critic = VectorCritic(hidden=(width, width))
     optimizer = optax.adam(learning_rate=args.learning_rate)
-    state, pop = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, K, args.ent_coef)
+    state, pop = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, K, args.ent_coef,
+                            member_init=args.member_init)
     sparsities = np.zeros(K)  # sampled sparsity of each member (Eq. 3 parents)
     cum_losses = jnp.zeros(K)  # L_k since the last population update
     k_star = 0  # the selected member: the critic the actor is trained on, the one the target moves toward

@@ -60,7 +60,8 @@ class Args:
     """width of both hidden layers of each critic: small (256), medium (512), large (1024) or a positive integer;
     the actor is always (256, 256)"""
     ent_coef: float = 1.0
-    """initial entropy coefficient alpha (its log is learned toward entropy -dim(A)); kept fixed with --no-autotune"""
+    """initial entropy coefficient alpha; log alpha is learned with SBX's loss alpha * (H - H_target), H_target = -dim(A);
+    kept fixed with --no-autotune"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
 
@@ -542,7 +543,8 @@ def make_update(args, actor, critic, optimizer):
         return state.replace(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=actor_opt), loss, entropy
 
     def alpha_step(state, entropy):
-        loss, grad = jax.value_and_grad(lambda log_alpha: log_alpha * (entropy - target_entropy))(state.log_alpha)
+        # SBX's temperature loss: alpha * (H - H_target) with alpha = exp(log_alpha), so d/dlog_alpha = alpha * (H - H_target)
+        loss, grad = jax.value_and_grad(lambda log_alpha: jnp.exp(log_alpha) * (entropy - target_entropy))(state.log_alpha)
         if not args.autotune:
             return state, loss
         updates, alpha_opt = optimizer.update(grad, state.alpha_opt, state.log_alpha)

@@ -189,7 +189,10 @@ class EauDeSACTrainer:
         self.actor, self.critic, self.optimizer, self.update = self._built[mod.__name__, learning_rate]
 
     def init(self, key):
-        shared, pop = self.mod.init_state(key, self.actor, self.critic, self.optimizer, SAC_OBS_DIM, SAC_ACTION_DIM, self.k)
+        # independent inits: the update tests need members that differ before any pruning (the script's default,
+        # one shared init, is tested in test_eaudesac.py)
+        shared, pop = self.mod.init_state(key, self.actor, self.critic, self.optimizer, SAC_OBS_DIM, SAC_ACTION_DIM, self.k,
+                                          member_init="independent")
         return {"pop": pop, "shared": shared, "cum": jnp.zeros(self.k), "k_star": 0}
 
     members = EauDeDQNTrainer.members

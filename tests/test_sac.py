@@ -111,14 +111,14 @@ def test_critic_loss_polyak_target_and_temperature(trainer):
     zero_fraction = float(mod.kernel_zero_fraction(new.target_params))
     assert zero_fraction == 0.0 and mod.mask_stats(mod.split_ensemble(new.critic_mask))[0] > 0.4
 
-    # actor: mean(alpha log pi - min Q) on the updated critics; temperature: log(alpha) (H - H_target), H_target = -dim(A)
+    # actor: mean(alpha log pi - min Q) on the updated critics; temperature (SBX): alpha (H - H_target), H_target = -dim(A)
     _, actor_key = jax.random.split(key)
     a_pi, logp = mod.sample_action(*trainer.actor.apply(old.actor_params, obs), actor_key)
     q_pi = np.asarray(trainer.critic.apply(new.critic_params, obs, a_pi)).min(axis=0)
     np.testing.assert_allclose(metrics["actor_loss"], np.mean(alpha * np.asarray(logp) - q_pi), rtol=1e-4, atol=1e-6)
     entropy = -float(np.mean(logp))
     assert old.log_alpha != 0, "one step has already moved the temperature"
-    np.testing.assert_allclose(metrics["alpha_loss"], old.log_alpha * (entropy + SAC_ACTION_DIM), rtol=1e-4)
+    np.testing.assert_allclose(metrics["alpha_loss"], np.exp(old.log_alpha) * (entropy + SAC_ACTION_DIM), rtol=1e-4)
     assert entropy > -SAC_ACTION_DIM and new.log_alpha < old.log_alpha, "entropy above its target lowers alpha"
 
 
