@@ -81,6 +81,10 @@ class Args:
     """max fraction of the remaining weights a copy may prune at one population update (Eq. 3)"""
     prune_scope: Literal["global", "erk"] = "global"
     """global: one magnitude threshold over all kernels; erk: per-layer top-k with Erdos-Renyi-Kernel allocation"""
+    member_init: Literal["independent", "shared"] = "independent"
+    """independent: K inits (AdaDQN's choice, the spec's); shared: one dense init copied K times. The target is a hard
+    copy of one member, so it never blends lineages, and lineages merge within a few selections (README, "One init or
+    K inits")"""
     population_step: Literal["auto", "vmap", "unrolled"] = "auto"
     """how the one jitted update runs the K members: vmap, or a loop unrolled at trace time (same results); auto picks
     vmap on GPU/TPU and for K=1, unrolled on CPU, where XLA's batched (grouped) convolutions are about 2x slower"""
@@ -616,7 +620,8 @@ if __name__ == "__main__":
     K = args.population_size
     q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
     optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
-    params = jax.vmap(q_network.init, in_axes=(0, None))(jax.random.split(q_key, K), obs[None])  # independent inits
+    q_keys = jax.random.split(q_key, K) if args.member_init == "independent" else jnp.stack([q_key] * K)
+    params = jax.vmap(q_network.init, in_axes=(0, None))(q_keys, obs[None])
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
     target_params = member(pop["params"], 0)
     target_mask = member(pop["masks"], 0)
