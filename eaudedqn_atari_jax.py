@@ -41,6 +41,18 @@ class Args:
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to save params and masks into `runs/{run_name}` and evaluate the saved model"""
+    run_name: Optional[str] = None
+    """the run folder runs/{run_name} (default {env_id}__{exp_name}__{seed}__{unix time}); give one to resume by name"""
+    checkpoint_frequency: int = 250_000
+    """env steps between checkpoints of the whole training state into runs/{run_name}/checkpoint (0: none, but a
+    SIGTERM, SIGUSR1 or Ctrl-C still writes one before exiting with status 75)"""
+    checkpoint_replay: bool = True
+    """include the replay buffer in checkpoints; without it a resumed run refills it for --learning-starts env steps
+    before training again, and is no longer identical to an uninterrupted run"""
+    resume: Optional[str] = None
+    """auto: go on from the newest complete checkpoint of this run (--run-name, else the newest
+    runs/{env_id}__{exp_name}__{seed}__*), or start fresh if there is none; or a checkpoint or run folder. A resumed
+    run continues exactly as if it had never stopped (same params, buffer, RNGs, env state and logged points)"""
 
     env_id: str = "ALE/Pong-v5"
     """the id of the environment (a gymnasium ALE v5 id)"""
@@ -844,6 +856,7 @@ def check_online_dqn_args(args):
 
 def validate(args):
     check_online_dqn_args(args)
+    check_checkpoint_args(args)
     check(args.population_size >= 1, f"--population-size must be >= 1, got {args.population_size}")
     check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
           f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
@@ -855,8 +868,8 @@ def validate(args):
 
 if __name__ == "__main__":
     args = parse_or_exit(Args, validate)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    logger = Logger(args, run_name)
+    run_name, checkpoint = start_run(args, os.path.basename(__file__))
+    logger = Logger(args, run_name, restored=checkpoint[1]["logger"] if checkpoint else None)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -887,9 +900,43 @@ if __name__ == "__main__":
     target_sparsity, nonzero = mask_stats(target_mask)
     progress = Progress(args.total_timesteps)
     last_return, losses, q_values = None, None, None
-    start_time, sps_step, sps_time = time.time(), 0, time.time()
+    start_step, learn_after = 1, args.learning_starts
 
-    for global_step in range(1, args.total_timesteps + 1):
+    def snapshot():
+        """The whole training state between two steps (the replay buffer's arrays apart)."""
+        rb_scalars, rb_arrays = buffer_state(rb, args.checkpoint_replay)
+        return {"step": global_step, "pop": jax.device_get(pop), "target": jax.device_get((target_params, target_mask)),
+                "population": (sparsities, np.asarray(cum_losses), rng.bit_generator.state),
+                "keys": [np.asarray(jax.random.key_data(k)) for k in (key, act_key)], "obs": obs,
+                "env": env_state(env, env_core_state), "rb": rb_scalars, "learn_after": learn_after,
+                "random": random.getstate(), "np_random": np.random.get_state(), "logger": logger.state(),
+                "shown": (last_return, *jax.device_get((losses, q_values)))}, rb_arrays
+
+    if checkpoint is not None:
+        meta, saved, arrays = checkpoint
+        pop = jax.tree.map(jnp.asarray, saved["pop"])
+        target_params, target_mask = jax.tree.map(jnp.asarray, saved["target"])
+        sparsities, cum_losses, rng.bit_generator.state = saved["population"]
+        cum_losses = jnp.asarray(cum_losses)
+        key, act_key = (jax.random.wrap_key_data(jnp.asarray(k)) for k in saved["keys"])
+        obs = saved["obs"]
+        set_env_state(env, saved["env"], set_env_core_state)
+        set_buffer_state(rb, saved["rb"], arrays)
+        random.setstate(saved["random"])
+        np.random.set_state(saved["np_random"])
+        start_step, learn_after = meta["step"] + 1, saved["learn_after"]
+        if not arrays:  # the episode in progress goes on; the buffer restarts with it (its stack zero-padded)
+            learn_after = meta["step"] + args.learning_starts
+            rb.ptr, rb.size, rb.episode_open = 0, 0, False
+            print(f"the checkpoint holds no replay buffer: refilling it, training again after step {learn_after:,}")
+        last_return, losses, q_values = saved["shown"]
+        member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
+        target_sparsity, nonzero = mask_stats(target_mask)
+        del checkpoint, arrays
+    preemption = Preemption()
+    start_time, sps_step, sps_time = time.time(), start_step - 1, time.time()
+
+    for global_step in range(start_step, args.total_timesteps + 1):
         # ALGO LOGIC: act greedily with a member drawn with probability proportional to 1 / (L_k + 1e-6)
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step - 1)
         if random.random() < epsilon:
@@ -909,7 +956,7 @@ if __name__ == "__main__":
         obs = next_obs
 
         # ALGO LOGIC: training.
-        if global_step > args.learning_starts:
+        if global_step > learn_after:
             if global_step % args.train_frequency == 0:
                 pop["params"], pop["opt_state"], cum_losses, losses, q_values = update(
                     pop["params"], pop["opt_state"], pop["masks"], target_params, rb.sample(args.batch_size), cum_losses)
@@ -938,6 +985,14 @@ if __name__ == "__main__":
                 values.update({"losses/td_loss": float(jnp.mean(losses)), "losses/q_values": float(jnp.mean(q_values))})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=sps, **{"return": last_return, "target sparsity": target_sparsity})
+
+        if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
+                                 and global_step < args.total_timesteps):
+            path, size, seconds = save_checkpoint(logger.dir, global_step, os.path.basename(__file__), args, *snapshot())
+            print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
+            if preemption.signal:
+                logger.close()
+                sys.exit(EXIT_PREEMPTED)
     progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
                     **{"return": last_return, "target sparsity": target_sparsity})
 

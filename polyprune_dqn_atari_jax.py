@@ -41,6 +41,18 @@ class Args:
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to save params and masks into `runs/{run_name}` and evaluate the saved model"""
+    run_name: Optional[str] = None
+    """the run folder runs/{run_name} (default {env_id}__{exp_name}__{seed}__{unix time}); give one to resume by name"""
+    checkpoint_frequency: int = 250_000
+    """env steps between checkpoints of the whole training state into runs/{run_name}/checkpoint (0: none, but a
+    SIGTERM, SIGUSR1 or Ctrl-C still writes one before exiting with status 75)"""
+    checkpoint_replay: bool = True
+    """include the replay buffer in checkpoints; without it a resumed run refills it for --learning-starts env steps
+    before training again, and is no longer identical to an uninterrupted run"""
+    resume: Optional[str] = None
+    """auto: go on from the newest complete checkpoint of this run (--run-name, else the newest
+    runs/{env_id}__{exp_name}__{seed}__*), or start fresh if there is none; or a checkpoint or run folder. A resumed
+    run continues exactly as if it had never stopped (same params, buffer, RNGs, env state and logged points)"""
 
     env_id: str = "ALE/Pong-v5"
     """the id of the environment (a gymnasium ALE v5 id)"""
@@ -763,6 +775,7 @@ def check_online_dqn_args(args):
 
 def validate(args):
     check_online_dqn_args(args)
+    check_checkpoint_args(args)
     check(0.0 <= args.final_sparsity < 1.0, f"--final-sparsity must be in [0, 1), got {args.final_sparsity}")
     check(0.0 <= args.pruning_start <= 1.0, f"--pruning-start must be in [0, 1], got {args.pruning_start}")
     check(0.0 <= args.pruning_end <= 1.0, f"--pruning-end must be in [0, 1], got {args.pruning_end}")
@@ -773,8 +786,8 @@ def validate(args):
 
 if __name__ == "__main__":
     args = parse_or_exit(Args, validate)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    logger = Logger(args, run_name)
+    run_name, checkpoint = start_run(args, os.path.basename(__file__))
+    logger = Logger(args, run_name, restored=checkpoint[1]["logger"] if checkpoint else None)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -801,9 +814,38 @@ if __name__ == "__main__":
     target_sparsity = online_sparsity
     progress = Progress(args.total_timesteps)
     last_return, loss, q_mean = None, None, None
-    start_time, sps_step, sps_time = time.time(), 0, time.time()
+    start_step, learn_after = 1, args.learning_starts
 
-    for global_step in range(1, args.total_timesteps + 1):
+    def snapshot():
+        """The whole training state between two steps (the replay buffer's arrays apart)."""
+        rb_scalars, rb_arrays = buffer_state(rb, args.checkpoint_replay)
+        return {"step": global_step, "net": jax.device_get((params, mask, target_params, opt_state)),
+                "target_sparsity": target_sparsity, "key": np.asarray(jax.random.key_data(key)), "obs": obs,
+                "env": env_state(env, env_core_state), "rb": rb_scalars, "learn_after": learn_after,
+                "random": random.getstate(), "np_random": np.random.get_state(), "logger": logger.state(),
+                "shown": (last_return, *jax.device_get((loss, q_mean)))}, rb_arrays
+
+    if checkpoint is not None:
+        meta, saved, arrays = checkpoint
+        params, mask, target_params, opt_state = jax.tree.map(jnp.asarray, saved["net"])
+        target_sparsity = saved["target_sparsity"]
+        key, obs = jax.random.wrap_key_data(jnp.asarray(saved["key"])), saved["obs"]
+        set_env_state(env, saved["env"], set_env_core_state)
+        set_buffer_state(rb, saved["rb"], arrays)
+        random.setstate(saved["random"])
+        np.random.set_state(saved["np_random"])
+        start_step, learn_after = meta["step"] + 1, saved["learn_after"]
+        if not arrays:  # the episode in progress goes on; the buffer restarts with it (its stack zero-padded)
+            learn_after = meta["step"] + args.learning_starts
+            rb.ptr, rb.size, rb.episode_open = 0, 0, False
+            print(f"the checkpoint holds no replay buffer: refilling it, training again after step {learn_after:,}")
+        last_return, loss, q_mean = saved["shown"]
+        online_sparsity, nonzero = mask_stats(mask)
+        del checkpoint, arrays
+    preemption = Preemption()
+    start_time, sps_step, sps_time = time.time(), start_step - 1, time.time()
+
+    for global_step in range(start_step, args.total_timesteps + 1):
         # ALGO LOGIC: put action logic here
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step - 1)
         if random.random() < epsilon:
@@ -829,7 +871,7 @@ if __name__ == "__main__":
             online_sparsity, nonzero = mask_stats(mask)
 
         # ALGO LOGIC: training.
-        if global_step > args.learning_starts:
+        if global_step > learn_after:
             if global_step % args.train_frequency == 0:
                 params, opt_state, loss, q_mean = update(params, opt_state, mask, target_params, rb.sample(args.batch_size))
             if global_step % args.target_update_period == 0:
@@ -846,6 +888,14 @@ if __name__ == "__main__":
                 values.update({"losses/td_loss": float(loss), "losses/q_values": float(q_mean)})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=sps, **{"return": last_return, "sparsity": online_sparsity})
+
+        if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
+                                 and global_step < args.total_timesteps):
+            path, size, seconds = save_checkpoint(logger.dir, global_step, os.path.basename(__file__), args, *snapshot())
+            print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
+            if preemption.signal:
+                logger.close()
+                sys.exit(EXIT_PREEMPTED)
     progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
                     **{"return": last_return, "sparsity": online_sparsity})
 
