@@ -597,7 +597,7 @@ def find_checkpoint(resume, run_dir_pattern):
                           f"folder holds checkpoint/step_*)")
 
 
-def load_checkpoint(path, script, args):
+def read_checkpoint(path, script, args):
     """Checks that the checkpoint at `path` is complete, intact, from `script` and from compatible flags, then
     returns (meta, state, arrays). Raises CheckpointError naming the file and the problem; touches nothing."""
     meta_path = os.path.join(path, "meta.json")
@@ -645,7 +645,7 @@ def start_run(args, script):
             path = find_checkpoint(args.resume, pattern)
         if path is None:
             return args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
-        checkpoint = load_checkpoint(path, script, args)
+        checkpoint = read_checkpoint(path, script, args)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
