@@ -45,6 +45,16 @@ class Args:
     save_model: bool = False
     """whether to save the target network's params and masks (the last selected member, the evaluated agent) into
     `runs/{run_name}`"""
+    run_name: Optional[str] = None
+    """the run folder runs/{run_name} (default {env_id}__{exp_name}__{seed}__{unix time}); give one to resume by name"""
+    checkpoint_frequency: int = 62_500
+    """gradient steps between checkpoints of the whole training state into runs/{run_name}/checkpoint (0: none, but a
+    SIGTERM, SIGUSR1 or Ctrl-C still writes one before exiting with status 75)"""
+    resume: Optional[str] = None
+    """auto: go on from the newest complete checkpoint of this run (--run-name, else the newest
+    runs/{env_id}__{exp_name}__{seed}__*), or start fresh if there is none; or a checkpoint or run folder. A resumed
+    run continues exactly as if it had never stopped (same params, loaded data, RNGs, env state
+    and logged points); the dataset's files are read again"""
 
     env_id: str = "ALE/Pong-v5"
     """the id of the game the dataset was recorded on (a gymnasium ALE v5 id); the evaluation plays it"""
@@ -407,6 +417,15 @@ class FixedReplayBuffer:
 
     def nbytes(self):
         return sum(a.nbytes for c in self.loaded for a in c.values() if isinstance(a, np.ndarray))
+
+    def state(self):
+        """What a training checkpoint keeps: the RNG and which checkpoints are loaded (their rows are read again)."""
+        return {"rng": self.rng.bit_generator.state, "suffixes": [c["suffix"] for c in self.loaded]}
+
+    def restore(self, state):
+        self.rng.bit_generator.state = state["rng"]
+        self.loaded = [load_checkpoint(self.dataset_dir, s, self.rows, self.num_actions, self.STACK, self.FRAME_SHAPE)
+                       for s in state["suffixes"]]
 
     def sample(self, batch_size):
         data = self.loaded[self.rng.integers(len(self.loaded))]
@@ -954,6 +973,7 @@ def exit_on_dataset_error(e, logger=None):
 
 def validate(args):
     check_offline_cql_args(args)
+    check_checkpoint_args(args)
     check(args.population_size >= 1, f"--population-size must be >= 1, got {args.population_size}")
     check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
           f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
@@ -963,7 +983,7 @@ def validate(args):
 
 if __name__ == "__main__":
     args = parse_or_exit(Args, validate)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name, checkpoint = start_run(args, os.path.basename(__file__))
     total_steps = args.epochs * args.steps_per_epoch
 
     # TRY NOT TO MODIFY: seeding
@@ -981,11 +1001,15 @@ if __name__ == "__main__":
     try:
         rb = FixedReplayBuffer(args.dataset_dir, args.checkpoints_per_epoch, args.transitions_per_checkpoint,
                                num_actions=env.action_space.n, seed=args.seed)
-        loaded = rb.reload()
+        if checkpoint is None:
+            loaded = rb.reload()
+        else:
+            rb.restore(checkpoint[1]["rb"])
+            loaded = checkpoint[1]["rb"]["suffixes"]
     except DatasetError as e:
         exit_on_dataset_error(e)
-    logger = Logger(args, run_name)
-    print(f"dataset {args.dataset_dir}: {len(rb.suffixes)} checkpoints; epoch 1 loaded {loaded} ({rb.nbytes() / 1e6:.0f} MB)")
+    logger = Logger(args, run_name, restored=checkpoint[1]["logger"] if checkpoint else None)
+    print(f"dataset {args.dataset_dir}: {len(rb.suffixes)} checkpoints; loaded {loaded} ({rb.nbytes() / 1e6:.0f} MB)")
 
     K = args.population_size
     q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
@@ -1006,18 +1030,45 @@ if __name__ == "__main__":
     target_sparsity, nonzero = mask_stats(target_mask)
     progress = Progress(total_steps)
     last_return, out = None, None
-    start_time, sps_step, sps_time = time.time(), 0, time.time()
+    global_step, start_epoch, first = 0, 1, 0
 
-    global_step = 0
-    for epoch in range(1, args.epochs + 1):
-        if epoch > 1:
+    def snapshot():
+        """The whole training state between two gradient steps (the data: which checkpoints are loaded)."""
+        return {"step": global_step, "epoch": epoch, "rb": rb.state(), "eval_rng": eval_rng.bit_generator.state,
+                "pop": jax.device_get(pop), "target": jax.device_get((target_params, target_mask)),
+                "population": (sparsities, np.asarray(cum_losses), rng.bit_generator.state),
+                "key": np.asarray(jax.random.key_data(key)), "env": env_state(env, env_core_state),
+                "random": random.getstate(), "np_random": np.random.get_state(), "logger": logger.state(),
+                "shown": (last_return, None if out is None else jax.device_get(out))}
+
+    if checkpoint is not None:
+        meta, saved, _ = checkpoint
+        pop = jax.tree.map(jnp.asarray, saved["pop"])
+        target_params, target_mask = jax.tree.map(jnp.asarray, saved["target"])
+        sparsities, cum_losses, rng.bit_generator.state = saved["population"]
+        cum_losses, key = jnp.asarray(cum_losses), jax.random.wrap_key_data(jnp.asarray(saved["key"]))
+        set_env_state(env, saved["env"], set_env_core_state)
+        eval_rng.bit_generator.state = saved["eval_rng"]
+        random.setstate(saved["random"])
+        np.random.set_state(saved["np_random"])
+        last_return, out = saved["shown"]
+        global_step, start_epoch = meta["step"], saved["epoch"]
+        first = global_step - (start_epoch - 1) * args.steps_per_epoch
+        member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
+        target_sparsity, nonzero = mask_stats(target_mask)
+        del checkpoint
+    preemption = Preemption()
+    start_time, sps_step, sps_time = time.time(), global_step, time.time()
+
+    for epoch in range(start_epoch, args.epochs + 1):
+        if epoch > start_epoch:
             try:
                 rb.reload()
             except DatasetError as e:
                 exit_on_dataset_error(e, logger)
             sps_step, sps_time = global_step, time.time()
 
-        for _ in range(args.steps_per_epoch):
+        for _ in range(first if epoch == start_epoch else 0, args.steps_per_epoch):
             global_step += 1
             # ALGO LOGIC: training, one gradient step of every member every iteration
             pop["params"], pop["opt_state"], cum_losses, *out = update(
@@ -1046,6 +1097,15 @@ if __name__ == "__main__":
                     "sparsity/target": target_sparsity, "charts/nonzero_params": nonzero,
                     **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}})
                 progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "target sparsity": target_sparsity})
+
+            if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
+                                     and global_step < total_steps):
+                path, size, seconds = save_checkpoint(logger.dir, global_step, os.path.basename(__file__), args,
+                                                      snapshot(), {})
+                print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
+                if preemption.signal:
+                    logger.close()
+                    sys.exit(EXIT_PREEMPTED)
 
         # evaluation of the target network (the last selected member) in the real game after each epoch
         if args.eval_episodes > 0:
