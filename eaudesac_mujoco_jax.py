@@ -588,8 +588,9 @@ def _fsync(path):
 
 
 def complete_checkpoints(run_dir):
-    """The complete checkpoints of a run folder, oldest first (a checkpoint is complete once renamed from .tmp)."""
-    return sorted(glob.glob(os.path.join(run_dir, "checkpoint", "step_[0-9]*[0-9]")))
+    """The complete checkpoints of a run folder, oldest first (complete once renamed from tmp_... to step_{12 digits})."""
+    paths = glob.glob(os.path.join(run_dir, "checkpoint", "step_*"))
+    return sorted(p for p in paths if len(os.path.basename(p)) == 17 and os.path.basename(p)[5:].isdigit())
 
 
 def save_checkpoint(run_dir, step, script, args, state, arrays):
@@ -599,7 +600,7 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     Returns (path, bytes, seconds)."""
     start, root = time.time(), os.path.join(run_dir, "checkpoint")
     final = os.path.join(root, f"step_{step:012d}")
-    tmp = f"{final}.tmp{os.getpid()}"
+    tmp = os.path.join(root, f"tmp_{step:012d}_{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
     files = {"state.pkl": None, **{f"{name}.npy": value for name, value in arrays.items()}}
     for name, value in files.items():
@@ -623,7 +624,7 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     else:
         os.rename(tmp, final)
         _fsync(root)
-    for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "*.tmp*")):
+    for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "tmp_*")):
         shutil.rmtree(old, ignore_errors=True)
     return final, sum(m["bytes"] for m in meta["files"].values()), time.time() - start
 
@@ -716,6 +717,17 @@ def rewind_tensorboard(run_dir, kept):
             os.remove(p)
         elif os.path.getsize(p) > kept[name]:
             os.truncate(p, kept[name])
+
+
+def stop_if_not_finite(step, what, values, run_dir):
+    """Ends the run with one line when a loss or a parameter is NaN or infinite, before it can reach a checkpoint:
+    the last complete checkpoint (from before the divergence) is kept."""
+    if all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(values)):
+        return
+    kept = complete_checkpoints(run_dir)
+    print(f"error: non-finite {what} at step {step:,}: the run stops here; last checkpoint kept: "
+          f"{kept[-1] if kept else 'none'}", file=sys.stderr)
+    sys.exit(1)
 
 
 # <<< shared: checkpoint

@@ -602,8 +602,9 @@ def _fsync(path):
 
 
 def complete_checkpoints(run_dir):
-    """The complete checkpoints of a run folder, oldest first (a checkpoint is complete once renamed from .tmp)."""
-    return sorted(glob.glob(os.path.join(run_dir, "checkpoint", "step_[0-9]*[0-9]")))
+    """The complete checkpoints of a run folder, oldest first (complete once renamed from tmp_... to step_{12 digits})."""
+    paths = glob.glob(os.path.join(run_dir, "checkpoint", "step_*"))
+    return sorted(p for p in paths if len(os.path.basename(p)) == 17 and os.path.basename(p)[5:].isdigit())
 
 
 def save_checkpoint(run_dir, step, script, args, state, arrays):
@@ -613,7 +614,7 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     Returns (path, bytes, seconds)."""
     start, root = time.time(), os.path.join(run_dir, "checkpoint")
     final = os.path.join(root, f"step_{step:012d}")
-    tmp = f"{final}.tmp{os.getpid()}"
+    tmp = os.path.join(root, f"tmp_{step:012d}_{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
     files = {"state.pkl": None, **{f"{name}.npy": value for name, value in arrays.items()}}
     for name, value in files.items():
@@ -637,7 +638,7 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     else:
         os.rename(tmp, final)
         _fsync(root)
-    for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "*.tmp*")):
+    for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "tmp_*")):
         shutil.rmtree(old, ignore_errors=True)
     return final, sum(m["bytes"] for m in meta["files"].values()), time.time() - start
 
@@ -730,6 +731,17 @@ def rewind_tensorboard(run_dir, kept):
             os.remove(p)
         elif os.path.getsize(p) > kept[name]:
             os.truncate(p, kept[name])
+
+
+def stop_if_not_finite(step, what, values, run_dir):
+    """Ends the run with one line when a loss or a parameter is NaN or infinite, before it can reach a checkpoint:
+    the last complete checkpoint (from before the divergence) is kept."""
+    if all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(values)):
+        return
+    kept = complete_checkpoints(run_dir)
+    print(f"error: non-finite {what} at step {step:,}: the run stops here; last checkpoint kept: "
+          f"{kept[-1] if kept else 'none'}", file=sys.stderr)
+    sys.exit(1)
 
 
 # <<< shared: checkpoint
@@ -1006,12 +1018,14 @@ if __name__ == "__main__":
             values = {"charts/SPS": sps, "sparsity/online": online_sparsity,
                       "sparsity/target": float(kernel_zero_fraction(state.target_params)), "charts/nonzero_params": nonzero}
             if metrics is not None:
+                stop_if_not_finite(global_step, "loss", metrics, logger.dir)
                 values.update({f"losses/{k}": v for k, v in jax.device_get(metrics).items()})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=sps, **{"return": last_return, "eval": eval_return, "sparsity": online_sparsity})
 
         if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
                                  and global_step < args.total_timesteps):
+            stop_if_not_finite(global_step, "parameters", (state.critic_params, state.actor_params), logger.dir)
             path, size, seconds = save_checkpoint(logger.dir, global_step, os.path.basename(__file__), args, *snapshot())
             print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
             if preemption.signal:
