@@ -776,7 +776,7 @@ if __name__ == "__main__":
     eval_rng = np.random.default_rng(args.seed)
 
     member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
-    target_sparsity, nonzero = mask_stats(target_mask)
+    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target (member k*), evaluated and saved
     progress = Progress(total_steps)
     last_return, out = None, None
     start_time, sps_step, sps_time = time.time(), 0, time.time()
@@ -800,14 +800,15 @@ if __name__ == "__main__":
                 host_losses = np.asarray(jax.device_get(cum_losses))
                 try:
                     pop, sparsities, k_star, pairs = select_population(
-                        rng, host_losses, pop, sparsities, global_step, total_steps, args.target_update_period, args, optimizer)
+                        rng, host_losses, pop, sparsities, global_step, total_steps, args.target_update_period, args,
+                        optimizer)
                 except Diverged as e:
                     exit_diverged(e, logger)
                 target_params = jax.tree.map(jnp.copy, member(pop["params"], k_star))
                 target_mask = member(pop["masks"], k_star)
                 cum_losses = jnp.zeros(K)
                 member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-                target_sparsity, nonzero = mask_stats(target_mask)
+                network_sparsity, nonzero = mask_stats(target_mask)
                 logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
                                **{"population/selected": k_star, "population/n_copies": len(pairs)})
 
@@ -819,9 +820,9 @@ if __name__ == "__main__":
                 logger.scalars(global_step, **{
                     "charts/SPS": sps, "losses/td_loss": np.mean(td_loss), "losses/q_values": np.mean(q_mean),
                     "losses/cql_loss": np.mean(cql_loss), "sparsity/online": float(np.mean(member_sparsity)),
-                    "sparsity/target": target_sparsity, "charts/nonzero_params": nonzero,
+                    "sparsity/network": network_sparsity, "charts/nonzero_params": nonzero,
                     **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}})
-                progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "target sparsity": target_sparsity})
+                progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "sparsity": network_sparsity})
 
         # evaluation of the target network (the last selected member) in the real game after each epoch
         if args.eval_episodes > 0:
@@ -830,7 +831,7 @@ if __name__ == "__main__":
             logger.scalars(global_step, **{"eval/episodic_return": last_return, "eval/episodic_length": np.mean(lengths)})
         sps_step, sps_time = global_step, time.time()
     progress.update(total_steps, final=True, SPS=int(total_steps / (time.time() - start_time)),
-                    **{"return": last_return, "target sparsity": target_sparsity})
+                    **{"return": last_return, "sparsity": network_sparsity})
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"

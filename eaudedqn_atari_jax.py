@@ -657,7 +657,7 @@ if __name__ == "__main__":
 
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)
     member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
-    target_sparsity, nonzero = mask_stats(target_mask)
+    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target (member k*), what is saved
     progress = Progress(args.total_timesteps)
     last_return, losses, q_values = None, None, None
     start_time, sps_step, sps_time = time.time(), 0, time.time()
@@ -699,7 +699,7 @@ if __name__ == "__main__":
                 target_mask = member(pop["masks"], k_star)
                 cum_losses = jnp.zeros(K)
                 member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-                target_sparsity, nonzero = mask_stats(target_mask)
+                network_sparsity, nonzero = mask_stats(target_mask)
                 logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
                                **{"population/selected": k_star, "population/n_copies": len(pairs)})
 
@@ -707,15 +707,15 @@ if __name__ == "__main__":
             now = time.time()
             sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
             sps_step, sps_time = global_step, now
-            values = {"charts/SPS": sps, "charts/epsilon": epsilon, "sparsity/target": target_sparsity,
+            values = {"charts/SPS": sps, "charts/epsilon": epsilon, "sparsity/network": network_sparsity,
                       "sparsity/online": float(np.mean(member_sparsity)), "charts/nonzero_params": nonzero,
                       **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}}
             if losses is not None:
                 values.update({"losses/td_loss": float(jnp.mean(losses)), "losses/q_values": float(jnp.mean(q_values))})
             logger.scalars(global_step, **values)
-            progress.update(global_step, SPS=sps, **{"return": last_return, "target sparsity": target_sparsity})
+            progress.update(global_step, SPS=sps, **{"return": last_return, "sparsity": network_sparsity})
     progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
-                    **{"return": last_return, "target sparsity": target_sparsity})
+                    **{"return": last_return, "sparsity": network_sparsity})
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
@@ -726,8 +726,10 @@ if __name__ == "__main__":
             episodic_returns = evaluate(model_path, make_env, args.env_id, args.eval_episodes, f"{run_name}-eval", QNetwork,
                                         epsilon=args.eval_epsilon, capture_video=args.capture_video, seed=args.seed,
                                         network_size=args.network_size, max_episode_steps=args.max_episode_steps)
-            for idx, episodic_return in enumerate(episodic_returns):
-                logger.scalars(idx, **{"eval/episodic_return": episodic_return})
+            logger.scalars(args.total_timesteps, **{"eval/episodic_return": float(np.mean(episodic_returns))})
+            for idx, episodic_return in enumerate(episodic_returns):  # CleanRL's per-episode values (step = episode)
+                logger.scalars(idx, **{"eval/final_episodic_return": episodic_return})
+            print(f"eval/episodic_return {np.mean(episodic_returns):.1f} (mean of {len(episodic_returns)} episodes)")
 
     env.close()
     logger.close()

@@ -591,13 +591,6 @@ def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_si
     return state, pop
 
 
-@jax.jit
-def kernel_zero_fraction(critic_params):
-    """Fraction of exactly-zero kernel entries over both critics (what sparsity/target reports for the target)."""
-    kernels = [x for x in jax.tree.leaves(split_ensemble(critic_params)) if prunable(x)]
-    return sum(jnp.sum(k == 0) for k in kernels) / sum(k.size for k in kernels)
-
-
 def make_update(args, actor, critic, optimizer):
     """Returns the jitted EauDeSAC step (pop, state, batch, key, k_star, cum_losses) -> (pop, state, cum_losses,
     metrics). The target values y are computed once per batch (next actions sampled once from the actor, min of the
@@ -771,7 +764,10 @@ if __name__ == "__main__":
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, seed=args.seed)
     member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
-    selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+    # the delivered network is member k*'s critic pair (it drives the actor; the target follows it); what --save-model
+    # writes is that pair and the dense actor
+    actor_size = sum(x.size for x in jax.tree.leaves(state.actor_params))
+    network_sparsity, critic_nonzero = mask_stats(member(pop["masks"], k_star))
     progress = Progress(args.total_timesteps)
     last_return, metrics, eval_return = None, None, None
     start_time, sps_step, sps_time = time.time(), 0, time.time()
@@ -810,7 +806,7 @@ if __name__ == "__main__":
                     exit_diverged(e, logger)
                 cum_losses = jnp.zeros(K)
                 member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-                selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+                network_sparsity, critic_nonzero = mask_stats(member(pop["masks"], k_star))
                 logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
                                **{"population/selected": k_star, "population/n_copies": len(pairs)})
 
@@ -826,16 +822,15 @@ if __name__ == "__main__":
             sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
             sps_step, sps_time = global_step, now
             values = {"charts/SPS": sps, "sparsity/online": float(np.mean(member_sparsity)),
-                      "sparsity/selected": selected_sparsity,
-                      "sparsity/target": float(kernel_zero_fraction(state.target_params)), "charts/nonzero_params": nonzero,
+                      "sparsity/network": network_sparsity, "charts/nonzero_params": critic_nonzero + actor_size,
                       **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}}
             if metrics is not None:
                 values.update({f"losses/{k}": v for k, v in jax.device_get(metrics).items()})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=sps,
-                            **{"return": last_return, "eval": eval_return, "sparsity": selected_sparsity})
+                            **{"return": last_return, "eval": eval_return, "sparsity": network_sparsity})
     progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
-                    **{"return": last_return, "eval": eval_return, "sparsity": selected_sparsity})
+                    **{"return": last_return, "eval": eval_return, "sparsity": network_sparsity})
 
     # the selected member's critics are saved as a list of per-critic trees (kernels ndim 2, biases ndim 1), as the
     # masking code sees them, with its masks and the actor
