@@ -81,6 +81,9 @@ class Args:
     """environment steps between two mask recomputations during pruning"""
     prune_scope: Literal["global", "erk"] = "global"
     """global: one magnitude threshold over all kernels; erk: per-layer top-k with Erdos-Renyi-Kernel allocation"""
+    distill: bool = False
+    """DistillQN: prune at every target update from pruning-start on (to the schedule's sparsity of that step), right
+    after the target copy, so the online network is a pruned version of the target; pruning-frequency is then unused"""
 
 
 # >>> shared: cli
@@ -571,7 +574,8 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: pruning on the polynomial schedule, at the start of the step: when it is also a target update,
         # the target copies the just-pruned network
-        if args.final_sparsity > 0 and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end):
+        if (args.final_sparsity > 0 and not args.distill
+                and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end)):
             sparsity = polynomial_sparsity(global_step, args.final_sparsity, t_start, t_end)
             mask = make_mask(params, sparsity, mask, args.prune_scope)
             params = apply_mask(params, mask)
@@ -584,6 +588,12 @@ if __name__ == "__main__":
             if global_step % args.target_update_period == 0:
                 target_params, target_mask = jax.tree.map(jnp.copy, params), mask
                 network_sparsity, nonzero = mask_stats(target_mask)
+                # ALGO LOGIC: DistillQN prunes right after the copy: the online network is a pruned version of the target
+                if args.final_sparsity > 0 and args.distill and global_step >= t_start:
+                    sparsity = polynomial_sparsity(global_step, args.final_sparsity, t_start, t_end)
+                    mask = make_mask(params, sparsity, mask, args.prune_scope)
+                    params = apply_mask(params, mask)
+                    online_sparsity, _ = mask_stats(mask)
 
         if global_step % 100 == 0:
             now = time.time()

@@ -238,6 +238,29 @@ def test_evaluation_is_logged_against_global_step(run):
 
 
 # ---------------------------------------------------------------- other settings
+def test_distillqn_prunes_right_after_each_target_copy(tmp_path):
+    """--distill: the mask is recomputed only at target updates (from pruning-start on), after the copy: the online
+    network is a pruned version of the target, which therefore trails it by one target update."""
+    run = load_run("polyprune_dqn_atari_jax", tmp_path, ["--distill"])
+    n = check_saved_network_against_logs(run)
+    total = timeline(run)[0]
+    t_s = int(run.args["pruning_start"] * total)
+    prunes = [u for u in target_updates(run) if u >= t_s]
+    assert len(prunes) >= 2
+
+    def online_at(t):
+        u = last_at_or_before(prunes, t)
+        return 0.0 if u is None else exact_sparsity(n, cubic(u, run.args, total))
+
+    online, network = series(run, "sparsity/online"), series(run, "sparsity/network")
+    for t, s in online.items():
+        assert s == pytest.approx(online_at(t), abs=SPARSITY_TOL), t
+    for t, s in network.items():  # the copy was taken just before the pruning at the same target update
+        u = last_at_or_before(prunes, t)
+        assert s == pytest.approx(0.0 if u is None else online_at(u - 1), abs=SPARSITY_TOL), t
+    assert 0.0 < network[total] < online[total] == pytest.approx(exact_sparsity(n, run.args["final_sparsity"]))
+
+
 @pytest.mark.parametrize("script", [s for s in SMOKE if SCRIPTS[s]["kind"].startswith("polyprune")])
 def test_final_sparsity_zero_is_the_dense_baseline(script, tmp_path):
     run = load_run(script, tmp_path, ["--final-sparsity", "0", "--eval-episodes", "0"])
