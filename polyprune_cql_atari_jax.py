@@ -675,8 +675,8 @@ if __name__ == "__main__":
     eval_rng = np.random.default_rng(args.seed)
 
     t_start, t_end = pruning_steps(total_steps, args.pruning_start, args.pruning_end)
-    online_sparsity, nonzero = mask_stats(mask)
-    target_sparsity = online_sparsity
+    online_sparsity, _ = mask_stats(mask)
+    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target, evaluated and saved
     progress = Progress(total_steps)
     last_return, td_loss, q_mean, cql_loss = None, None, None, None
     start_time, sps_step, sps_time = time.time(), 0, time.time()
@@ -692,19 +692,20 @@ if __name__ == "__main__":
 
         for _ in range(args.steps_per_epoch):
             global_step += 1
-            # ALGO LOGIC: pruning on the polynomial schedule (x-axis: gradient steps)
+            # ALGO LOGIC: pruning on the polynomial schedule (x-axis: gradient steps), at the start of the step: when it
+            # is also a target update, the target copies the just-pruned network
             if args.final_sparsity > 0 and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end):
                 sparsity = polynomial_sparsity(global_step, args.final_sparsity, t_start, t_end)
                 mask = make_mask(params, sparsity, mask, args.prune_scope)
                 params = apply_mask(params, mask)
-                online_sparsity, nonzero = mask_stats(mask)
+                online_sparsity, _ = mask_stats(mask)
 
             # ALGO LOGIC: training, one gradient step every iteration
             params, opt_state, td_loss, q_mean, cql_loss = update(params, opt_state, mask, target_params,
                                                                   rb.sample(args.batch_size))
             if global_step % args.target_update_period == 0:
                 target_params, target_mask = jax.tree.map(jnp.copy, params), mask
-                target_sparsity = online_sparsity
+                network_sparsity, nonzero = mask_stats(target_mask)
 
             if global_step % 100 == 0:
                 now = time.time()
@@ -713,7 +714,7 @@ if __name__ == "__main__":
                 logger.scalars(global_step, **{
                     "charts/SPS": sps, "losses/td_loss": float(td_loss), "losses/q_values": float(q_mean),
                     "losses/cql_loss": float(cql_loss), "sparsity/online": online_sparsity,
-                    "sparsity/target": target_sparsity, "charts/nonzero_params": nonzero})
+                    "sparsity/network": network_sparsity, "charts/nonzero_params": nonzero})
                 progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "sparsity": online_sparsity})
 
         # evaluation of the target network in the real game after each epoch
