@@ -101,25 +101,27 @@ def forward_flops(tree, positions):
     (ndim <= 1) cost nothing."""
     dense = sparse = 0
     for path, leaf in leaves_with_paths(tree):
-        leaf = np.asarray(leaf)
-        if leaf.ndim <= 1 or path[-1] != "kernel":
+        abstract = isinstance(leaf, jax.ShapeDtypeStruct)  # shapes only (jax.eval_shape): counted dense
+        leaf = leaf if abstract else np.asarray(leaf)
+        if len(leaf.shape) <= 1 or path[-1] != "kernel":
             continue
         where = module_path(path)
         if where not in positions:
             raise ValueError(f"kernel {'/'.join(path)} belongs to no Dense or Conv of the network ({sorted(positions)})")
-        nonzero = int(np.count_nonzero(leaf))
-        dense += 2 * positions[where] * leaf.size
-        sparse += 2 * positions[where] * nonzero
+        size = int(np.prod(leaf.shape))
+        dense += 2 * positions[where] * size
+        sparse += 2 * positions[where] * (size if abstract else int(np.count_nonzero(leaf)))
     return dense, sparse
 
 
 def param_counts(params, mask=None):
     """(total parameters, nonzero parameters): nonzero = the mask's True entries (biases are never masked), or the
     params' nonzero entries without a mask."""
-    leaves = [np.asarray(x) for _, x in leaves_with_paths(params)]
-    total = sum(x.size for x in leaves)
-    if mask is None:
-        return total, sum(int(np.count_nonzero(x)) for x in leaves)
+    leaves = [x for _, x in leaves_with_paths(params)]
+    total = sum(int(np.prod(x.shape)) for x in leaves)
+    if mask is None:  # shapes only (jax.eval_shape) count as dense
+        return total, sum(int(np.prod(x.shape)) if isinstance(x, jax.ShapeDtypeStruct) else int(np.count_nonzero(x))
+                          for x in leaves)
     return total, sum(int(np.count_nonzero(np.asarray(m))) for _, m in leaves_with_paths(mask))
 
 
@@ -141,26 +143,30 @@ class Setup:
     def population(self):
         return int(getattr(self.args, "population_size", 1)) if self.script in POPULATION else 1
 
-    def pruned_net(self):
-        """(module, init params in the saved layout, example inputs of batch 1) of the pruned network."""
+    def pruned_net(self, concrete=False):
+        """(module, init params, init params in the saved layout, example inputs of batch 1) of the pruned network;
+        the params are shapes only (jax.eval_shape) unless concrete."""
         width = self.mod.hidden_width(self.args.network_size)
+        init = (lambda f, *a: jax.jit(f)(*a)) if concrete else jax.eval_shape
         if self.family == "dqn":
             net = self.mod.QNetwork(action_dim=self.dims[0], hidden=width)
             x = jnp.zeros((1, 4, 84, 84), jnp.uint8)
-            params = net.init(jax.random.key(0), x)
+            params = init(net.init, jax.random.key(0), x)
             return net, params, params, (x,)
         obs_dim, action_dim = self.dims
         net = self.mod.VectorCritic(hidden=(width, width))
         inputs = (jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)))
-        params = net.init(jax.random.key(0), *inputs)
-        return net, params, self.mod.split_ensemble(params), inputs  # saved layout: one tree per critic
+        params = init(net.init, jax.random.key(0), *inputs)
+        split = [jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)] * 2 if not concrete else \
+            self.mod.split_ensemble(params)
+        return net, params, split, inputs  # saved layout: one tree per critic
 
     def actor(self):
         if self.family != "sac":
             return None
         actor = self.mod.Actor(action_dim=self.dims[1])
         x = jnp.zeros((1, self.dims[0]))
-        return actor, actor.init(jax.random.key(0), x), (x,)
+        return actor, jax.eval_shape(actor.init, jax.random.key(0), x), (x,)
 
 
 def make_setup(script, env_id, network_size, population_size, batch_size, args_dict=None):
@@ -226,18 +232,19 @@ def update_inputs(setup, seed=0):
                  np.zeros(b, np.float32), frames())
         optimizer = optax.adam(args.learning_rate, eps=args.adam_eps)
         update = mod.make_update(args, net, optimizer)
-        if setup.script in POPULATION:
-            params = jax.vmap(net.init, in_axes=(0, None))(jax.random.split(key, k), batch[0][:1])
-            masks = jax.vmap(mod.dense_mask)(params)
+        if setup.script in POPULATION:  # one jit per init: one compile instead of one per eager op
+            params = jax.jit(jax.vmap(net.init, in_axes=(0, None)))(jax.random.split(key, k), batch[0][:1])
+            masks = jax.jit(jax.vmap(mod.dense_mask))(params)
             target = jax.tree.map(lambda x: x[0], params)
-            call = [params, jax.vmap(optimizer.init)(params), masks, target, batch, jnp.zeros(k)]
+            call = [params, jax.jit(jax.vmap(optimizer.init))(params), masks, target, batch, jnp.zeros(k)]
 
             def step(fn, a):
                 out = fn(*a)
                 return [out[0], out[1], a[2], a[3], a[4], out[2]]
         else:
-            params = net.init(key, batch[0][:1])
-            call = [params, optimizer.init(params), mod.dense_mask(params), jax.tree.map(jnp.copy, params), batch]
+            params = jax.jit(net.init)(key, batch[0][:1])
+            call = [params, jax.jit(optimizer.init)(params), jax.jit(mod.dense_mask)(params), jax.tree.map(jnp.copy, params),
+                    batch]
 
             def step(fn, a):
                 out = fn(*a)
@@ -294,7 +301,7 @@ def measure_update(setup, repeats=5, seed=0):
 def cost_row(setup, models=(), sparsity=None, repeats=5, measure=True):
     """One Table 2 row: counts of the pruned network (mean over the saved models' masks, or --sparsity on the init
     weights), FLOPs and, with measure, the update's time and memory."""
-    net, init_params, layout_params, inputs = setup.pruned_net()
+    net, init_params, layout_params, inputs = setup.pruned_net(concrete=sparsity is not None and not models)
     positions = layer_applications(net, init_params, *inputs)
     total, _ = param_counts(layout_params)
     f_dense, _ = forward_flops(layout_params, positions)
@@ -317,7 +324,7 @@ def cost_row(setup, models=(), sparsity=None, repeats=5, measure=True):
     if masks:
         nonzero = float(np.mean([param_counts(layout_params, m)[1] for m in masks]))
         f_sparse = float(np.mean([forward_flops(m, positions)[1] for m in masks]))
-        kernel_total = sum(np.asarray(x).size for p, x in leaves_with_paths(layout_params) if p[-1] == "kernel")
+        kernel_total = sum(int(np.prod(x.shape)) for p, x in leaves_with_paths(layout_params) if p[-1] == "kernel")
         kernel_kept = float(np.mean([sum(int(np.count_nonzero(np.asarray(x))) for p, x in leaves_with_paths(m)
                                          if p[-1] == "kernel") for m in masks]))
         sparsity_value = 1.0 - kernel_kept / kernel_total

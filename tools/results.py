@@ -32,8 +32,8 @@ A run that is unfinished (last logged step below total_timesteps, rounded down t
 misses the tag a metric needs, has no args.json or events, or comes from no known script is reported with one
 line and skipped; --include-unfinished keeps unfinished runs.
 
-Writes to --out: {family}_returns, {family}_sparsity, {family}_final_sparsity, {family}_pareto (.png, and every
---formats), final.md and final.csv (IQM and CI per group).
+Writes to --out: {family}_returns, {family}_sparsity, {family}_final_sparsity, {family}_pareto (one file per
+--formats, default png; families: atari, atari_offline, mujoco), final.md and final.csv (IQM and CI per group).
 
 Usage:
   python tools/results.py runs --out results
