@@ -112,6 +112,21 @@ def test_nonzero_count_equals_the_saved_masks(tmp_path):
     assert "| polyprune_sac_mujoco_jax | Hopper-v4 | 8 | 1 | 8 | 1 |" in table
 
 
+def test_cli_skips_a_corrupt_model_with_one_line(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    critic = sac.VectorCritic(hidden=(8, 8))
+    critics = sac.split_ensemble(random_params(critic.init, jnp.zeros((1, 11)), jnp.zeros((1, 3))))
+    mask = random_mask(critics, 0.5)
+    save_run(runs, sac, ["--env-id", "Hopper-v4", "--network-size", "8", "--seed", "1"], critics, mask)
+    args = save_run(runs, sac, ["--env-id", "Hopper-v4", "--network-size", "16", "--seed", "2"], critics, mask)
+    bad = next(runs.glob(f"*__{args.exp_name}__2__1")) / f"{args.exp_name}.cleanrl_model"
+    bad.write_bytes(b"not msgpack")
+    assert cost.main([str(runs), "--no-time"]) == 0
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith("skipped")]) == 1
+    assert f"| {args.exp_name} | Hopper-v4 | 8 | 1 | 256 | 1 | 402 | {sac.mask_stats(mask)[1]} |" in out
+
+
 @pytest.mark.parametrize("script", ["eaudesac_mujoco_jax", "eaudedqn_atari_jax"])  # both families, population adapters
 def test_measured_update_of_the_scripts(script):
     """The script's own jitted update runs on random inputs: a time and XLA's peak memory come back, and more members

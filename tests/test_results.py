@@ -91,7 +91,8 @@ def test_grid_bucket_means_and_last_values():
     # (0,100] empty before any point; (100,200] mean 2; (200,300] empty: repeats 2; (300,400] 7
     np.testing.assert_array_equal(results.bucket_means(steps, values, grid, last_step=400), [np.nan, 2.0, 2.0, 7.0])
     # a run that stopped at step 200 has nothing in the buckets that start at or after 200
-    np.testing.assert_array_equal(results.bucket_means(steps[:2], values[:2], grid, last_step=200), [np.nan, 2.0, np.nan, np.nan])
+    np.testing.assert_array_equal(results.bucket_means(steps[:2], values[:2], grid, last_step=200),
+                                  [np.nan, 2.0, np.nan, np.nan])
     np.testing.assert_array_equal(results.last_values(np.array([100, 300]), np.array([0.1, 0.5]), grid, last_step=400),
                                   [0.1, 0.1, 0.5, 0.5])
 

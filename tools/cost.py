@@ -182,6 +182,7 @@ def make_setup(script, env_id, network_size, population_size, batch_size, args_d
     known = {f.name for f in mod.Args.__dataclass_fields__.values()}
     base = dict(args_dict or {})
     args = tyro.cli(mod.Args, args=argv, default=mod.Args(**{k: v for k, v in base.items() if k in known}))
+    mod.hidden_width(args.network_size)  # the script's own check (ArgError, a ValueError)
     return Setup(script, mod, args, env_dims(mod, SCRIPTS[script], args.env_id))
 
 
@@ -401,14 +402,19 @@ def saved_models(roots, report):
 
 def main(argv=None):
     doc = __doc__.split("\n\n", 1)
-    parser = argparse.ArgumentParser(description=doc[0], epilog=doc[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=doc[0], epilog=doc[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="*", help="folders of runs whose saved models are counted")
-    parser.add_argument("--script", nargs="+", default=[], choices=sorted(SCRIPTS), help="scripts to cost without a saved model")
+    parser.add_argument("--script", nargs="+", default=[], choices=sorted(SCRIPTS),
+                        help="scripts to cost without a saved model")
     parser.add_argument("--network-size", nargs="+", default=["small", "medium", "large"], help="sizes for --script")
-    parser.add_argument("--env-id", help="env id for --script (default: each script's default)")
+    parser.add_argument("--env-id", nargs="+", default=[],
+                        help="env ids for --script: Atari scripts take the first ALE/ id, MuJoCo scripts the first other "
+                             "id (default: each script's default)")
     parser.add_argument("--population-size", type=int, help="K for the EauDe scripts with --script (default: theirs)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the run's, or the script's)")
-    parser.add_argument("--sparsity", type=float, help="with --script: sparse columns at this sparsity (make_mask on the init weights)")
+    parser.add_argument("--sparsity", type=float,
+                        help="with --script: sparse columns at this sparsity (make_mask on the init weights)")
     parser.add_argument("--repeats", type=int, default=5, help="timed update calls (default 5)")
     parser.add_argument("--no-time", action="store_true", help="skip compiling and timing the update (no memory, no time)")
     parser.add_argument("--out", help="also write the markdown table to this file")
@@ -417,13 +423,21 @@ def main(argv=None):
         parser.error("give folders of runs with saved models, or --script")
     rows = []
     for (_, script, env_id, size, k, batch), (args, models) in sorted(saved_models(a.run_dirs, print).items(), key=str):
-        setup = make_setup(script, env_id, size, k, a.batch_size or batch, args)
-        rows.append(cost_row(setup, models, repeats=a.repeats, measure=not a.no_time))
+        try:
+            setup = make_setup(script, env_id, size, k, a.batch_size or batch, args)
+            rows.append(cost_row(setup, models, repeats=a.repeats, measure=not a.no_time))
+        except Exception as e:  # a corrupt model, or one that does not fit its script: one line, never a crash
+            print(f"skipped {len(models)} model(s) of {script} ({env_id}, {size}): {type(e).__name__}: {e}")
     for script in a.script:
+        mod = importlib.import_module(script)
+        atari = SCRIPTS[script] == "dqn"
+        env_id = next((e for e in a.env_id if e.startswith("ALE/") == atari), mod.Args.env_id)
         for size in a.network_size:
-            mod = importlib.import_module(script)
-            setup = make_setup(script, a.env_id or mod.Args.env_id, size, a.population_size,
-                               a.batch_size or mod.Args.batch_size)
+            try:
+                setup = make_setup(script, env_id, size, a.population_size, a.batch_size or mod.Args.batch_size)
+            except ValueError as e:  # the script's own check of a flag (ArgError): one line, as the scripts do
+                print(f"error: {script}: {e}", file=sys.stderr)
+                return 2
             rows.append(cost_row(setup, sparsity=a.sparsity, repeats=a.repeats, measure=not a.no_time))
     if not rows:
         print("no saved models found")

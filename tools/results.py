@@ -569,12 +569,17 @@ def main(argv=None):
     parser.add_argument("run_dirs", nargs="*", default=None, help="folders of runs (default: runs)")
     parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--group-by", nargs="*", default=[], metavar="FLAG",
-                        help="more args.json flags to group by (besides exp_name, env_id, network_size), e.g. population_size")
-    parser.add_argument("--points", type=int, default=40, help="buckets of the step grid (default 40: the paper's 40 Atari epochs)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000; 50000 for published CIs)")
+                        help="more args.json flags to group by (besides exp_name, env_id, network_size), e.g. "
+                             "population_size; put the run folders first")
+    parser.add_argument("--points", type=int, default=40,
+                        help="buckets of the step grid (default 40: the paper's 40 Atari epochs)")
+    parser.add_argument("--reps", type=int, default=2000,
+                        help="bootstrap replications (default 2000; 50000 for published CIs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    parser.add_argument("--include-unfinished", action="store_true", help="keep unfinished runs (reported) instead of skipping them")
-    parser.add_argument("--formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="plot formats (default png)")
+    parser.add_argument("--include-unfinished", action="store_true",
+                        help="keep unfinished runs (reported) instead of skipping them")
+    parser.add_argument("--formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"],
+                        help="plot formats (default png)")
     parser.add_argument("--wandb-project", help="also read the runs of this W&B project (online; wandb login first)")
     parser.add_argument("--wandb-entity", help="W&B entity of --wandb-project")
     parser.add_argument("--wandb-group", help="only the W&B runs of this group")
@@ -601,7 +606,8 @@ def main(argv=None):
                                      ("sparsity", SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS)))
                    if run.tag(tags) is None]
         if missing:
-            tags = {"return": RETURN_TAG[run.family], "sparsity": " / ".join(SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS))}
+            tags = {"return": RETURN_TAG[run.family],
+                    "sparsity": " / ".join(SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS))}
             report(f"skipped {run.name}: missing tag {', '.join(tags[m] for m in missing)}")
             continue
         if run.family.startswith("atari") and atari_game(run.args["env_id"]) not in ATARI_SCORES:
