@@ -815,17 +815,27 @@ def stop_if_not_finite(step, what, values, run_dir):
 
 
 # >>> shared: population
+class Diverged(RuntimeError):
+    """No member has a finite cumulated loss and finite weights; main prints it as one line and exits with status 1."""
+
+
 def tournament(rng, losses, tournament_size):
-    """k* = argmin of the cumulated losses (NaN never wins; all NaN -> the last index), then K - 1 tournaments of
-    `tournament_size` members drawn without replacement, each won by its lowest loss. Returns (k*, selected)."""
+    """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without
+    replacement, each won by its lowest loss. A non-finite loss (NaN or +-inf) never wins: a tournament whose
+    contestants all have one is won by k*, so no such member is selected or copied; if no loss is finite the run has
+    diverged (Diverged). Returns (k*, selected)."""
     losses = np.asarray(losses, dtype=np.float64)
     k = losses.size
-    fitness = np.where(np.isnan(losses), np.inf, losses)
-    k_star = k - 1 if np.isnan(losses).all() else int(np.nanargmin(losses))
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise Diverged(f"no member has a finite cumulated loss (losses {losses.tolist()})")
+    fitness = np.where(finite, losses, np.inf)
+    k_star = int(np.argmin(fitness))
     selected = [k_star]
     for _ in range(k - 1):
         contestants = rng.choice(k, size=tournament_size, replace=False)
-        selected.append(int(contestants[np.argmin(fitness[contestants])]))
+        winner = int(contestants[np.argmin(fitness[contestants])])
+        selected.append(winner if finite[winner] else k_star)
     return k_star, selected
 
 
@@ -849,11 +859,25 @@ def member(tree, k):
     return jax.tree.map(lambda x: x[k], tree)
 
 
+def finite_members(params):
+    """(K,) bool: whether every weight of each member (stacked on the leading axis) is finite."""
+    ok = np.ones(jax.tree.leaves(params)[0].shape[0], dtype=bool)
+    for x in jax.tree.leaves(params):
+        ok &= np.asarray(jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1))
+    return ok
+
+
 def select_population(rng, losses, pop, sparsities, step, horizon, period, args, optimizer):
     """Population update at a target update. `pop` holds stacked (K, ...) "params", "masks" and "opt_state".
     k* and every selected member keep weights, mask, sparsity and Adam state; each free slot becomes a copy of its
     parent with a new sparsity (Eq. 3), a magnitude mask of the copied weights intersected with the parent's mask,
-    and a fresh Adam state. Returns (pop, sparsities, k*, pairs)."""
+    and a fresh Adam state. A member whose weights are not all finite counts as a non-finite loss: it is never
+    selected nor copied (see tournament); with no finite member left this raises Diverged. Returns (pop, sparsities,
+    k*, pairs)."""
+    losses = np.where(finite_members(pop["params"]), np.asarray(losses, dtype=np.float64), np.nan)
+    if not np.isfinite(losses).any():
+        raise Diverged(f"step {step}: every member has a non-finite cumulated loss or non-finite weights "
+                       f"(losses {losses.tolist()}): training diverged")
     k_star, selected = tournament(rng, losses, args.tournament_size)
     pairs = copy_pairs(selected, len(sparsities))
     if not pairs:
@@ -882,6 +906,12 @@ def sampling_probabilities(losses):
     p = jnp.maximum(p, 0.0)
     total = p.sum()
     return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
+
+
+def exit_diverged(e, logger):
+    print(f"error: {e}", file=sys.stderr)
+    logger.close()
+    sys.exit(1)
 
 
 # <<< shared: population
@@ -1039,7 +1069,7 @@ if __name__ == "__main__":
     eval_rng = np.random.default_rng(args.seed)
 
     member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
-    target_sparsity, nonzero = mask_stats(target_mask)
+    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target (member k*), evaluated and saved
     progress = Progress(total_steps)
     last_return, out = None, None
     global_step, start_epoch, first = 0, 1, 0
@@ -1067,7 +1097,7 @@ if __name__ == "__main__":
         global_step, start_epoch = meta["step"], saved["epoch"]
         first = global_step - (start_epoch - 1) * args.steps_per_epoch
         member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-        target_sparsity, nonzero = mask_stats(target_mask)
+        network_sparsity, nonzero = mask_stats(target_mask)
         del checkpoint
     preemption = Preemption()
     start_time, sps_step, sps_time = time.time(), global_step, time.time()
@@ -1088,13 +1118,17 @@ if __name__ == "__main__":
             if global_step % args.target_update_period == 0:
                 # ALGO LOGIC: the best member becomes the target; tournaments refill the population
                 host_losses = np.asarray(jax.device_get(cum_losses))
-                pop, sparsities, k_star, pairs = select_population(
-                    rng, host_losses, pop, sparsities, global_step, total_steps, args.target_update_period, args, optimizer)
+                try:
+                    pop, sparsities, k_star, pairs = select_population(
+                        rng, host_losses, pop, sparsities, global_step, total_steps, args.target_update_period, args,
+                        optimizer)
+                except Diverged as e:
+                    exit_diverged(e, logger)
                 target_params = jax.tree.map(jnp.copy, member(pop["params"], k_star))
                 target_mask = member(pop["masks"], k_star)
                 cum_losses = jnp.zeros(K)
                 member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-                target_sparsity, nonzero = mask_stats(target_mask)
+                network_sparsity, nonzero = mask_stats(target_mask)
                 logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
                                **{"population/selected": k_star, "population/n_copies": len(pairs)})
 
@@ -1106,9 +1140,9 @@ if __name__ == "__main__":
                 logger.scalars(global_step, **{
                     "charts/SPS": sps, "losses/td_loss": np.mean(td_loss), "losses/q_values": np.mean(q_mean),
                     "losses/cql_loss": np.mean(cql_loss), "sparsity/online": float(np.mean(member_sparsity)),
-                    "sparsity/target": target_sparsity, "charts/nonzero_params": nonzero,
+                    "sparsity/network": network_sparsity, "charts/nonzero_params": nonzero,
                     **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}})
-                progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "target sparsity": target_sparsity})
+                progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "sparsity": network_sparsity})
 
             if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
                                      and global_step < total_steps):
@@ -1126,7 +1160,7 @@ if __name__ == "__main__":
             logger.scalars(global_step, **{"eval/episodic_return": last_return, "eval/episodic_length": np.mean(lengths)})
         sps_step, sps_time = global_step, time.time()
     progress.update(total_steps, final=True, SPS=int(total_steps / (time.time() - start_time)),
-                    **{"return": last_return, "target sparsity": target_sparsity})
+                    **{"return": last_return, "sparsity": network_sparsity})
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"

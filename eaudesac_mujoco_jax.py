@@ -734,17 +734,27 @@ def stop_if_not_finite(step, what, values, run_dir):
 
 
 # >>> shared: population
+class Diverged(RuntimeError):
+    """No member has a finite cumulated loss and finite weights; main prints it as one line and exits with status 1."""
+
+
 def tournament(rng, losses, tournament_size):
-    """k* = argmin of the cumulated losses (NaN never wins; all NaN -> the last index), then K - 1 tournaments of
-    `tournament_size` members drawn without replacement, each won by its lowest loss. Returns (k*, selected)."""
+    """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without
+    replacement, each won by its lowest loss. A non-finite loss (NaN or +-inf) never wins: a tournament whose
+    contestants all have one is won by k*, so no such member is selected or copied; if no loss is finite the run has
+    diverged (Diverged). Returns (k*, selected)."""
     losses = np.asarray(losses, dtype=np.float64)
     k = losses.size
-    fitness = np.where(np.isnan(losses), np.inf, losses)
-    k_star = k - 1 if np.isnan(losses).all() else int(np.nanargmin(losses))
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise Diverged(f"no member has a finite cumulated loss (losses {losses.tolist()})")
+    fitness = np.where(finite, losses, np.inf)
+    k_star = int(np.argmin(fitness))
     selected = [k_star]
     for _ in range(k - 1):
         contestants = rng.choice(k, size=tournament_size, replace=False)
-        selected.append(int(contestants[np.argmin(fitness[contestants])]))
+        winner = int(contestants[np.argmin(fitness[contestants])])
+        selected.append(winner if finite[winner] else k_star)
     return k_star, selected
 
 
@@ -768,11 +778,25 @@ def member(tree, k):
     return jax.tree.map(lambda x: x[k], tree)
 
 
+def finite_members(params):
+    """(K,) bool: whether every weight of each member (stacked on the leading axis) is finite."""
+    ok = np.ones(jax.tree.leaves(params)[0].shape[0], dtype=bool)
+    for x in jax.tree.leaves(params):
+        ok &= np.asarray(jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1))
+    return ok
+
+
 def select_population(rng, losses, pop, sparsities, step, horizon, period, args, optimizer):
     """Population update at a target update. `pop` holds stacked (K, ...) "params", "masks" and "opt_state".
     k* and every selected member keep weights, mask, sparsity and Adam state; each free slot becomes a copy of its
     parent with a new sparsity (Eq. 3), a magnitude mask of the copied weights intersected with the parent's mask,
-    and a fresh Adam state. Returns (pop, sparsities, k*, pairs)."""
+    and a fresh Adam state. A member whose weights are not all finite counts as a non-finite loss: it is never
+    selected nor copied (see tournament); with no finite member left this raises Diverged. Returns (pop, sparsities,
+    k*, pairs)."""
+    losses = np.where(finite_members(pop["params"]), np.asarray(losses, dtype=np.float64), np.nan)
+    if not np.isfinite(losses).any():
+        raise Diverged(f"step {step}: every member has a non-finite cumulated loss or non-finite weights "
+                       f"(losses {losses.tolist()}): training diverged")
     k_star, selected = tournament(rng, losses, args.tournament_size)
     pairs = copy_pairs(selected, len(sparsities))
     if not pairs:
@@ -801,6 +825,12 @@ def sampling_probabilities(losses):
     p = jnp.maximum(p, 0.0)
     total = p.sum()
     return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
+
+
+def exit_diverged(e, logger):
+    print(f"error: {e}", file=sys.stderr)
+    logger.close()
+    sys.exit(1)
 
 
 # <<< shared: population
@@ -841,13 +871,6 @@ def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_si
     state = SACState(actor_params=actor_params, actor_opt=optimizer.init(actor_params),
                      target_params=join_ensemble(member(params, 0)), log_alpha=log_alpha, alpha_opt=optimizer.init(log_alpha))
     return state, pop
-
-
-@jax.jit
-def kernel_zero_fraction(critic_params):
-    """Fraction of exactly-zero kernel entries over both critics (what sparsity/target reports for the target)."""
-    kernels = [x for x in jax.tree.leaves(split_ensemble(critic_params)) if prunable(x)]
-    return sum(jnp.sum(k == 0) for k in kernels) / sum(k.size for k in kernels)
 
 
 def make_update(args, actor, critic, optimizer):
@@ -1024,7 +1047,10 @@ if __name__ == "__main__":
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, action_dim, seed=args.seed)
     member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
-    selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+    # the delivered network is member k*'s critic pair (it drives the actor; the target follows it); what --save-model
+    # writes is that pair and the dense actor
+    actor_size = sum(x.size for x in jax.tree.leaves(state.actor_params))
+    network_sparsity, critic_nonzero = mask_stats(member(pop["masks"], k_star))
     progress = Progress(args.total_timesteps)
     last_return, metrics, eval_return = None, None, None
     start_step, learn_after = 1, args.learning_starts
@@ -1056,7 +1082,7 @@ if __name__ == "__main__":
             rb.ptr, rb.size = 0, 0
             print(f"the checkpoint holds no replay buffer: refilling it, training again after step {learn_after:,}")
         member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-        selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+        network_sparsity, critic_nonzero = mask_stats(member(pop["masks"], k_star))
         del checkpoint, arrays
     preemption = Preemption()
     start_time, sps_step, sps_time = time.time(), start_step - 1, time.time()
@@ -1087,12 +1113,15 @@ if __name__ == "__main__":
                 # ALGO LOGIC: the best member becomes k* (the actor's critic, the target's Polyak source); tournaments
                 # refill the population
                 host_losses = np.asarray(jax.device_get(cum_losses))
-                pop, sparsities, k_star, pairs = select_population(
-                    rng, host_losses, pop, sparsities, global_step, args.total_timesteps, args.selection_period, args,
-                    optimizer)
+                try:
+                    pop, sparsities, k_star, pairs = select_population(
+                        rng, host_losses, pop, sparsities, global_step, args.total_timesteps, args.selection_period, args,
+                        optimizer)
+                except Diverged as e:
+                    exit_diverged(e, logger)
                 cum_losses = jnp.zeros(K)
                 member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-                selected_sparsity, nonzero = mask_stats(member(pop["masks"], k_star))
+                network_sparsity, critic_nonzero = mask_stats(member(pop["masks"], k_star))
                 logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
                                **{"population/selected": k_star, "population/n_copies": len(pairs)})
 
@@ -1108,14 +1137,13 @@ if __name__ == "__main__":
             sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
             sps_step, sps_time = global_step, now
             values = {"charts/SPS": sps, "sparsity/online": float(np.mean(member_sparsity)),
-                      "sparsity/selected": selected_sparsity,
-                      "sparsity/target": float(kernel_zero_fraction(state.target_params)), "charts/nonzero_params": nonzero,
+                      "sparsity/network": network_sparsity, "charts/nonzero_params": critic_nonzero + actor_size,
                       **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}}
             if metrics is not None:
                 values.update({f"losses/{k}": v for k, v in jax.device_get(metrics).items()})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=sps,
-                            **{"return": last_return, "eval": eval_return, "sparsity": selected_sparsity})
+                            **{"return": last_return, "eval": eval_return, "sparsity": network_sparsity})
 
         if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
                                  and global_step < args.total_timesteps):
@@ -1125,7 +1153,7 @@ if __name__ == "__main__":
                 logger.close()
                 sys.exit(EXIT_PREEMPTED)
     progress.update(args.total_timesteps, final=True, SPS=int(args.total_timesteps / (time.time() - start_time)),
-                    **{"return": last_return, "eval": eval_return, "sparsity": selected_sparsity})
+                    **{"return": last_return, "eval": eval_return, "sparsity": network_sparsity})
 
     # the selected member's critics are saved as a list of per-critic trees (kernels ndim 2, biases ndim 1), as the
     # masking code sees them, with its masks and the actor

@@ -963,8 +963,8 @@ if __name__ == "__main__":
     eval_rng = np.random.default_rng(args.seed)
 
     t_start, t_end = pruning_steps(total_steps, args.pruning_start, args.pruning_end)
-    online_sparsity, nonzero = mask_stats(mask)
-    target_sparsity = online_sparsity
+    online_sparsity, _ = mask_stats(mask)
+    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target, evaluated and saved
     progress = Progress(total_steps)
     last_return, td_loss, q_mean, cql_loss = None, None, None, None
     global_step, start_epoch, first = 0, 1, 0
@@ -973,14 +973,14 @@ if __name__ == "__main__":
         """The whole training state between two gradient steps (the data: which checkpoints are loaded)."""
         return {"step": global_step, "epoch": epoch, "rb": rb.state(), "eval_rng": eval_rng.bit_generator.state,
                 "net": jax.device_get((params, mask, target_params, target_mask, opt_state)),
-                "target_sparsity": target_sparsity, "key": np.asarray(jax.random.key_data(key)),
+                "key": np.asarray(jax.random.key_data(key)),
                 "env": env_state(env, env_core_state), "random": random.getstate(), "np_random": np.random.get_state(),
                 "logger": logger.state(), "shown": (last_return, *jax.device_get((td_loss, q_mean, cql_loss)))}
 
     if checkpoint is not None:
         meta, saved, _ = checkpoint
         params, mask, target_params, target_mask, opt_state = jax.tree.map(jnp.asarray, saved["net"])
-        target_sparsity, key = saved["target_sparsity"], jax.random.wrap_key_data(jnp.asarray(saved["key"]))
+        key = jax.random.wrap_key_data(jnp.asarray(saved["key"]))
         set_env_state(env, saved["env"], set_env_core_state)
         eval_rng.bit_generator.state = saved["eval_rng"]
         random.setstate(saved["random"])
@@ -988,7 +988,8 @@ if __name__ == "__main__":
         last_return, td_loss, q_mean, cql_loss = saved["shown"]
         global_step, start_epoch = meta["step"], saved["epoch"]
         first = global_step - (start_epoch - 1) * args.steps_per_epoch
-        online_sparsity, nonzero = mask_stats(mask)
+        online_sparsity, _ = mask_stats(mask)
+        network_sparsity, nonzero = mask_stats(target_mask)
         del checkpoint
     preemption = Preemption()
     start_time, sps_step, sps_time = time.time(), global_step, time.time()
@@ -1003,19 +1004,20 @@ if __name__ == "__main__":
 
         for _ in range(first if epoch == start_epoch else 0, args.steps_per_epoch):
             global_step += 1
-            # ALGO LOGIC: pruning on the polynomial schedule (x-axis: gradient steps)
+            # ALGO LOGIC: pruning on the polynomial schedule (x-axis: gradient steps), at the start of the step: when it
+            # is also a target update, the target copies the just-pruned network
             if args.final_sparsity > 0 and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end):
                 sparsity = polynomial_sparsity(global_step, args.final_sparsity, t_start, t_end)
                 mask = make_mask(params, sparsity, mask, args.prune_scope)
                 params = apply_mask(params, mask)
-                online_sparsity, nonzero = mask_stats(mask)
+                online_sparsity, _ = mask_stats(mask)
 
             # ALGO LOGIC: training, one gradient step every iteration
             params, opt_state, td_loss, q_mean, cql_loss = update(params, opt_state, mask, target_params,
                                                                   rb.sample(args.batch_size))
             if global_step % args.target_update_period == 0:
                 target_params, target_mask = jax.tree.map(jnp.copy, params), mask
-                target_sparsity = online_sparsity
+                network_sparsity, nonzero = mask_stats(target_mask)
 
             if global_step % 100 == 0:
                 now = time.time()
@@ -1025,7 +1027,7 @@ if __name__ == "__main__":
                 logger.scalars(global_step, **{
                     "charts/SPS": sps, "losses/td_loss": float(td_loss), "losses/q_values": float(q_mean),
                     "losses/cql_loss": float(cql_loss), "sparsity/online": online_sparsity,
-                    "sparsity/target": target_sparsity, "charts/nonzero_params": nonzero})
+                    "sparsity/network": network_sparsity, "charts/nonzero_params": nonzero})
                 progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "sparsity": online_sparsity})
 
             if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0

@@ -99,6 +99,9 @@ class Args:
     """environment steps between two mask recomputations during pruning"""
     prune_scope: Literal["global", "erk"] = "global"
     """global: one magnitude threshold over all kernels; erk: per-layer top-k with Erdos-Renyi-Kernel allocation"""
+    distill: bool = False
+    """DistillQN: prune at every target update from pruning-start on (to the schedule's sparsity of that step), right
+    after the target copy, so the online network is a pruned version of the target; pruning-frequency is then unused"""
 
 
 # >>> shared: cli
@@ -814,7 +817,7 @@ if __name__ == "__main__":
     q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
     params = q_network.init(q_key, obs[None])
     mask = dense_mask(params)
-    target_params = jax.tree.map(jnp.copy, params)
+    target_params, target_mask = jax.tree.map(jnp.copy, params), mask
     optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
     opt_state = optimizer.init(params)
     update = make_update(args, q_network, optimizer)
@@ -822,8 +825,8 @@ if __name__ == "__main__":
 
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)
     t_start, t_end = pruning_steps(args.total_timesteps, args.pruning_start, args.pruning_end)
-    online_sparsity, nonzero = mask_stats(mask)
-    target_sparsity = online_sparsity
+    online_sparsity, _ = mask_stats(mask)
+    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target, what is saved
     progress = Progress(args.total_timesteps)
     last_return, loss, q_mean = None, None, None
     start_step, learn_after = 1, args.learning_starts
@@ -831,16 +834,15 @@ if __name__ == "__main__":
     def snapshot():
         """The whole training state between two steps (the replay buffer's arrays apart)."""
         rb_scalars, rb_arrays = buffer_state(rb, args.checkpoint_replay)
-        return {"step": global_step, "net": jax.device_get((params, mask, target_params, opt_state)),
-                "target_sparsity": target_sparsity, "key": np.asarray(jax.random.key_data(key)), "obs": obs,
+        return {"step": global_step, "net": jax.device_get((params, mask, target_params, target_mask, opt_state)),
+                "key": np.asarray(jax.random.key_data(key)), "obs": obs,
                 "env": env_state(env, env_core_state), "rb": rb_scalars, "learn_after": learn_after,
                 "random": random.getstate(), "np_random": np.random.get_state(), "logger": logger.state(),
                 "shown": (last_return, *jax.device_get((loss, q_mean)))}, rb_arrays
 
     if checkpoint is not None:
         meta, saved, arrays = checkpoint
-        params, mask, target_params, opt_state = jax.tree.map(jnp.asarray, saved["net"])
-        target_sparsity = saved["target_sparsity"]
+        params, mask, target_params, target_mask, opt_state = jax.tree.map(jnp.asarray, saved["net"])
         key, obs = jax.random.wrap_key_data(jnp.asarray(saved["key"])), saved["obs"]
         set_env_state(env, saved["env"], set_env_core_state)
         set_buffer_state(rb, saved["rb"], arrays)
@@ -852,7 +854,8 @@ if __name__ == "__main__":
             rb.ptr, rb.size, rb.episode_open = 0, 0, False
             print(f"the checkpoint holds no replay buffer: refilling it, training again after step {learn_after:,}")
         last_return, loss, q_mean = saved["shown"]
-        online_sparsity, nonzero = mask_stats(mask)
+        online_sparsity, _ = mask_stats(mask)
+        network_sparsity, nonzero = mask_stats(target_mask)
         del checkpoint, arrays
     preemption = Preemption()
     start_time, sps_step, sps_time = time.time(), start_step - 1, time.time()
@@ -875,27 +878,35 @@ if __name__ == "__main__":
             next_obs, _ = env.reset()
         obs = next_obs
 
-        # ALGO LOGIC: pruning on the polynomial schedule
-        if args.final_sparsity > 0 and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end):
+        # ALGO LOGIC: pruning on the polynomial schedule, at the start of the step: when it is also a target update,
+        # the target copies the just-pruned network
+        if (args.final_sparsity > 0 and not args.distill
+                and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end)):
             sparsity = polynomial_sparsity(global_step, args.final_sparsity, t_start, t_end)
             mask = make_mask(params, sparsity, mask, args.prune_scope)
             params = apply_mask(params, mask)
-            online_sparsity, nonzero = mask_stats(mask)
+            online_sparsity, _ = mask_stats(mask)
 
         # ALGO LOGIC: training.
         if global_step > learn_after:
             if global_step % args.train_frequency == 0:
                 params, opt_state, loss, q_mean = update(params, opt_state, mask, target_params, rb.sample(args.batch_size))
             if global_step % args.target_update_period == 0:
-                target_params = jax.tree.map(jnp.copy, params)
-                target_sparsity = online_sparsity
+                target_params, target_mask = jax.tree.map(jnp.copy, params), mask
+                network_sparsity, nonzero = mask_stats(target_mask)
+                # ALGO LOGIC: DistillQN prunes right after the copy: the online network is a pruned version of the target
+                if args.final_sparsity > 0 and args.distill and global_step >= t_start:
+                    sparsity = polynomial_sparsity(global_step, args.final_sparsity, t_start, t_end)
+                    mask = make_mask(params, sparsity, mask, args.prune_scope)
+                    params = apply_mask(params, mask)
+                    online_sparsity, _ = mask_stats(mask)
 
         if global_step % 100 == 0:
             now = time.time()
             sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
             sps_step, sps_time = global_step, now
             values = {"charts/SPS": sps, "charts/epsilon": epsilon, "sparsity/online": online_sparsity,
-                      "sparsity/target": target_sparsity, "charts/nonzero_params": nonzero}
+                      "sparsity/network": network_sparsity, "charts/nonzero_params": nonzero}
             if loss is not None:
                 stop_if_not_finite(global_step, "TD loss", loss, logger.dir)
                 values.update({"losses/td_loss": float(loss), "losses/q_values": float(q_mean)})
@@ -916,14 +927,16 @@ if __name__ == "__main__":
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         with open(model_path, "wb") as f:
-            f.write(flax.serialization.to_bytes({"params": params, "masks": mask}))
-        print(f"model saved to {model_path}")
+            f.write(flax.serialization.to_bytes({"params": target_params, "masks": target_mask}))
+        print(f"model saved to {model_path} (the target network)")
         if args.eval_episodes > 0:
             episodic_returns = evaluate(model_path, make_env, args.env_id, args.eval_episodes, f"{run_name}-eval", QNetwork,
                                         epsilon=args.eval_epsilon, capture_video=args.capture_video, seed=args.seed,
                                         network_size=args.network_size, max_episode_steps=args.max_episode_steps)
-            for idx, episodic_return in enumerate(episodic_returns):
-                logger.scalars(idx, **{"eval/episodic_return": episodic_return})
+            logger.scalars(args.total_timesteps, **{"eval/episodic_return": float(np.mean(episodic_returns))})
+            for idx, episodic_return in enumerate(episodic_returns):  # CleanRL's per-episode values (step = episode)
+                logger.scalars(idx, **{"eval/final_episodic_return": episodic_return})
+            print(f"eval/episodic_return {np.mean(episodic_returns):.1f} (mean of {len(episodic_returns)} episodes)")
 
     env.close()
     logger.close()

@@ -84,7 +84,7 @@ def test_only_critic_kernels_are_masked(trainer):
         for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)):
             assert not np.asarray(p)[~np.asarray(m)].any()
     # the target is a Polyak average and is never masked: k*'s pruned weights only decay there
-    assert float(trainer.mod.kernel_zero_fraction(final.target_params)) == 0.0
+    assert all(np.count_nonzero(k) == k.size for k in kernels(mod.split_ensemble(final.target_params)))
 
 
 # ---------------------------------------------------------------- every member fits the one shared y
@@ -229,15 +229,3 @@ def test_target_stays_near_a_member_after_k_star_changes(trainer, member_init):
         assert worst < 0.1, f"the target drifted {worst:.2f} (relative) away from every member"
     else:  # what issue 8 measured: an average of unrelated networks, far from all of them
         assert worst > 0.3, worst
-
-
-# ---------------------------------------------------------------- K = 1 is one dense critic pair
-def test_population_of_one_is_never_pruned(trainer):
-    mod = trainer.mod
-    pop = jax.tree.map(lambda x: x[:1], trainer.init(jax.random.key(9))["pop"])  # one fresh dense member
-    rng = np.random.default_rng(0)
-    for step in (100, 200, 300):
-        pop, sparsities, k_star, pairs = mod.select_population(rng, np.array([1.0]), pop, np.zeros(1), step, 400, 100,
-                                                               trainer.args, trainer.optimizer)
-        assert (k_star, pairs, sparsities.tolist()) == (0, [], [0.0])
-    assert all(bool(m.all()) for m in jax.tree.leaves(pop["masks"]))

@@ -63,12 +63,6 @@ def test_eq3_cap_binds_near_the_horizon(pmod):
     assert max(jumps) == pytest.approx(0.01 * 0.5)
 
 
-def test_eq3_reproducible_for_a_seed(pmod):
-    draw = lambda seed: [pmod.sample_sparsity(np.random.default_rng(seed), 0.2, 100, 1_000, 10, 3.0, 1.0) for _ in range(5)]
-    assert draw(7) == draw(7)
-    assert draw(7) != draw(8)
-
-
 # ---- tournament ------------------------------------------------------------------------------------------------
 def test_tournament_keeps_the_best_and_its_counts_match(pmod):
     rng = np.random.default_rng(3)
@@ -86,16 +80,19 @@ def test_tournament_keeps_the_best_and_its_counts_match(pmod):
         assert not worst_two & set(selected)
 
 
-def test_nan_members_never_win(pmod):
+def test_non_finite_losses_are_never_selected_nor_copied(pmod):
+    """Four of six members have a non-finite loss (NaN, +inf, -inf): one tournament of 3 in 5 draws only such members,
+    and must still elect a finite one; -inf must not pass for the best loss."""
     rng = np.random.default_rng(4)
-    for _ in range(200):
-        losses = np.array([1.0, np.nan, 3.0, np.nan, 2.0])
+    losses = np.array([1.0, np.nan, np.inf, np.nan, 2.0, -np.inf])
+    for _ in range(300):
         k_star, selected = pmod.tournament(rng, losses, 3)
         assert k_star == 0
-        assert 1 not in selected and 3 not in selected
-    k_star, selected = pmod.tournament(rng, np.full(4, np.nan), 2)
-    assert k_star == 3, "all NaN falls back to the last index"
-    assert len(selected) == 4
+        assert set(selected) <= {0, 4}, selected
+        assert {p for _, p in pmod.copy_pairs(selected, 6)} <= {0, 4}
+    for bad in ([np.nan] * 4, [np.inf, np.nan, -np.inf]):
+        with pytest.raises(pmod.Diverged):
+            pmod.tournament(rng, np.array(bad), 2)
 
 
 def test_sampling_probabilities(pmod):
@@ -107,6 +104,20 @@ def test_sampling_probabilities(pmod):
 
 
 # ---- population update on the script's real members --------------------------------------------------------------
+class ScriptedRng:
+    """Stands in for numpy's Generator: the tournaments' contestants come from a script, Eq. 3's draws from a real one."""
+
+    def __init__(self, contestants, seed):
+        self.contestants, self.real, self.calls = [np.array(c) for c in contestants], np.random.default_rng(seed), []
+
+    def choice(self, a, size, replace):
+        self.calls.append((a, size, replace))
+        return self.contestants.pop(0)
+
+    def uniform(self, low, high):
+        return self.real.uniform(low, high)
+
+
 def adam_moments(opt_state, k):
     """Adam's (count, mu, nu) leaves of member k."""
     return [np.asarray(x[k]) for x in jax.tree.leaves(opt_state)]
@@ -122,13 +133,14 @@ def test_select_population_copies_prunes_and_resets_exactly_the_copies(trainer):
     before = jax.tree.map(np.asarray, pop)
     sparsities = np.array([0.0, 0.2, 0.5, 0.3])
     losses = np.array([4.0, 1.0, 3.0, 2.0])  # k* = 1
-    rng = np.random.default_rng(6)
-    rng_copy = np.random.default_rng(6)
-    k_star_expected, selected = mod.tournament(rng_copy, losses, trainer.args.tournament_size)
-    pairs_expected = mod.copy_pairs(selected, k)
+    # tournaments of 2 with scripted contestants: [1, 2] -> 1, [3, 0] -> 3, [3, 2] -> 3, so selected = [1, 1, 3, 3];
+    # slots 0 and 2 were won by nobody and take copies of the members won twice, in ascending order: 0 <- 1, 2 <- 3
+    assert trainer.args.tournament_size == 2 and k == 4
+    rng = ScriptedRng([[1, 2], [3, 0], [3, 2]], seed=6)
     new_pop, new_s, k_star, pairs = mod.select_population(rng, losses, pop, sparsities, 5_000, 10_000, 100,
                                                         trainer.args, trainer.optimizer)
-    assert k_star == 1 == k_star_expected and pairs == pairs_expected
+    assert rng.calls == [(4, 2, False)] * 3, "K - 1 tournaments of 2 distinct members out of 4"
+    assert k_star == 1 and pairs == [(0, 1), (2, 3)]
     assert jax.tree.structure(new_pop) == jax.tree.structure(before)
     assert all(x.shape[0] == k for x in jax.tree.leaves(new_pop))
     copies = {f: p for f, p in pairs}
@@ -221,9 +233,57 @@ def test_act_draws_members_by_loss_and_returns_valid_actions(pmod):
     assert counts.min() > 60, "equal losses draw members uniformly"
 
 
-def test_population_of_one_is_valid_and_never_pruned(pmod):
+def with_nan(tree, k):
+    """The stacked tree with one weight of member k set to NaN (its first bias)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    i = next(i for i, x in enumerate(leaves) if x.ndim == 2)  # a stacked (K, n) bias
+    leaves[i] = leaves[i].at[k, 0].set(jnp.nan)
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def test_members_with_non_finite_weights_are_never_selected_nor_copied(trainer):
+    mod, k = trainer.mod, trainer.k
+    key = jax.random.key(13)
+    state = trainer.init(key)
+    state = trainer.step(state, key)
+    pop = dict(state["pop"], params=with_nan(state["pop"]["params"], 1))
+    assert mod.finite_members(pop["params"]).tolist() == [True, False, True, True]
+    losses = np.array([4.0, 0.5, 3.0, 2.0])  # member 1 has the lowest loss but a NaN weight
+    for seed in range(5):
+        new_pop, _, k_star, pairs = mod.select_population(np.random.default_rng(seed), losses, pop, np.zeros(k), 100, 1_000,
+                                                          100, trainer.args, trainer.optimizer)
+        assert k_star == 3, "the best member with finite weights"
+        assert 1 not in {p for _, p in pairs} and 1 in {f for f, _ in pairs}, "member 1 is overwritten, never copied"
+        assert mod.finite_members(new_pop["params"]).all()
+    all_bad = dict(pop)
+    for j in range(k):
+        all_bad["params"] = with_nan(all_bad["params"], j)
+    with pytest.raises(mod.Diverged, match="step 100"):
+        mod.select_population(np.random.default_rng(0), losses, all_bad, np.zeros(k), 100, 1_000, 100, trainer.args,
+                              trainer.optimizer)
+
+
+def test_population_of_one_keeps_its_member_untouched(pmod):
+    """K = 1 (the dense baseline): the default --tournament-size is accepted, and every population update returns the
+    one member as it was (no copy, no pruning, Adam state not reset), until its loss is not finite: then the run stops."""
     args = tyro.cli(pmod.Args, args=["--population-size", "1"])  # default --tournament-size 3 must not be refused
     pmod.validate(args)
-    k_star, selected = pmod.tournament(np.random.default_rng(0), np.array([0.5]), args.tournament_size)
-    assert (k_star, selected) == (0, [0])
-    assert pmod.copy_pairs(selected, 1) == []
+    trainer = TRAINERS[SCRIPTS[pmod.__name__]["kind"]](pmod, population_size=1)
+    key = jax.random.key(14)
+    state = trainer.init(key)
+    rng = np.random.default_rng(0)
+    sparsities = np.zeros(1)
+    for step in (100, 200, 300):
+        state = trainer.step(state, jax.random.fold_in(key, step))
+        before = jax.tree.map(np.asarray, state["pop"])
+        pop, sparsities, k_star, pairs = pmod.select_population(rng, np.asarray(state["cum"]), state["pop"], sparsities,
+                                                                step, 400, 100, trainer.args, trainer.optimizer)
+        assert (k_star, pairs, sparsities.tolist()) == (0, [], [0.0])
+        for a, b in zip(jax.tree.leaves(pop), jax.tree.leaves(before)):
+            np.testing.assert_array_equal(np.asarray(a), b)
+        state = trainer.after_selection(state, pop, k_star)
+    counts = [np.asarray(x) for x in jax.tree.leaves(state["pop"]["opt_state"]) if np.issubdtype(x.dtype, np.integer)]
+    assert counts and all(int(c[0]) == 3 for c in counts), "the Adam state went on counting through the updates"
+    with pytest.raises(pmod.Diverged):
+        pmod.select_population(rng, np.array([np.nan]), state["pop"], sparsities, 400, 400, 100, trainer.args,
+                               trainer.optimizer)

@@ -113,11 +113,16 @@ def test_sample_returns_only_valid_transitions(atari_mod):
     assert len(seen) == len(allowed), "every valid transition should be reachable"
 
 
-def test_memory_per_transition_and_refusal(atari_mod):
-    rb = atari_mod.ReplayBuffer(10_000)
-    assert rb.nbytes() / rb.capacity <= 7_100
-    with pytest.raises(ValueError, match="--buffer-size"):
-        atari_mod.ReplayBuffer(10**11)
+def test_memory_refusal_uses_the_arrays_real_size(atari_mod, monkeypatch):
+    """check_memory refuses a buffer exactly when its arrays would take more than 90% of the available memory: the
+    per-row cost it assumes must be what a row of the ring really takes."""
+    rb = atari_mod.ReplayBuffer(1_000)
+    needed = 10**6 * rb.nbytes() / rb.capacity
+    monkeypatch.setattr(atari_mod, "available_memory_bytes", lambda: needed / 0.9 * 1.0001)
+    atari_mod.ReplayBuffer.check_memory(10**6)
+    monkeypatch.setattr(atari_mod, "available_memory_bytes", lambda: needed / 0.9 * 0.9999)
+    with pytest.raises(atari_mod.ArgError, match="--buffer-size 1000000 needs"):
+        atari_mod.ReplayBuffer.check_memory(10**6)
 
 
 def test_empty_buffer_cannot_sample(atari_mod):

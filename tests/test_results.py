@@ -1,0 +1,250 @@
+"""tools/results.py: on real smoke runs of the SAC scripts (2 seeds each), on synthetic Atari runs, and its statistics
+against hand computations."""
+import csv
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import SMOKE
+from rliable import metrics
+from tensorboard.summary import Writer
+
+from tools import results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = (1, 2)
+TOTAL = 300
+# the smoke flags, with one length and an evaluation every 100 steps so that every grid point has a return
+OVERRIDES = {"--total-timesteps": str(TOTAL), "--eval-frequency": "100"}
+SAC_SCRIPTS = ("polyprune_sac_mujoco_jax", "eaudesac_mujoco_jax")
+
+
+def with_flags(argv, overrides):
+    argv = list(argv)
+    for flag, value in overrides.items():
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """runs/ of 2 seeds x (PolyPruneSAC, EauDeSAC) smoke runs: seed 1 of both scripts at once, then seed 2 of both,
+    which finds its programs in the first wave's JAX compilation cache (XLA single-threaded in each process)."""
+    cwd = tmp_path_factory.mktemp("smoke")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", WANDB_MODE="disabled",
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+               JAX_COMPILATION_CACHE_DIR=str(cwd / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    for seed in SEEDS:
+        procs = []
+        for script in SAC_SCRIPTS:
+            argv = with_flags(SMOKE[script]["argv"], dict(OVERRIDES, **{"--seed": str(seed)}))
+            procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, f"{script}.py"), *argv], cwd=cwd, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for p in procs:
+            out, _ = p.communicate(timeout=280)
+            assert p.returncode == 0, out[-3000:]
+    run_dirs = sorted(glob.glob(str(cwd / "runs" / "*")))
+    assert len(run_dirs) == 4, run_dirs
+    return cwd / "runs"
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_iqm_equals_a_hand_computation():
+    scores = np.array([[1.0], [2.0], [3.0], [4.0], [5.0], [6.0], [7.0], [100.0]])  # 8 runs x 1 task
+    assert results.iqm(scores)[0] == pytest.approx((3 + 4 + 5 + 6) / 4)  # 2 cut at each end
+    two_tasks = np.array([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0], [3.0, -50.0]])  # 8 scores: -50 0 1 2 3 10 20 30
+    assert results.iqm(two_tasks)[0] == pytest.approx((1 + 2 + 3 + 10) / 4)
+    assert results.iqm(two_tasks)[0] == pytest.approx(metrics.aggregate_iqm(two_tasks))
+    curves = np.stack([scores, 2 * scores], axis=-1)  # (runs, tasks, points): one IQM per point
+    np.testing.assert_allclose(results.iqm(curves), [4.5, 9.0])
+
+
+def test_ci_contains_the_iqm_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(5, 3, 4))
+    value, low, high = results.iqm_ci(scores, reps=300, seed=1)
+    np.testing.assert_allclose(value, results.iqm(scores))
+    assert np.all(low <= value) and np.all(value <= high) and np.all(low < high)
+    again = results.iqm_ci(scores, reps=300, seed=1)
+    np.testing.assert_array_equal(low, again[1])
+    final = results.iqm_ci(scores[:, :, -1], reps=300, seed=1)  # final numbers: (runs, tasks)
+    assert final[1][0] <= final[0][0] <= final[2][0]
+
+
+def test_grid_bucket_means_and_last_values():
+    grid = results.step_grid(400, 4)
+    np.testing.assert_array_equal(grid, [100, 200, 300, 400])
+    steps, values = np.array([150, 180, 390]), np.array([1.0, 3.0, 7.0])
+    # (0,100] empty before any point; (100,200] mean 2; (200,300] empty: repeats 2; (300,400] 7
+    np.testing.assert_array_equal(results.bucket_means(steps, values, grid, last_step=400), [np.nan, 2.0, 2.0, 7.0])
+    # a run that stopped at step 200 has nothing in the buckets that start at or after 200
+    np.testing.assert_array_equal(results.bucket_means(steps[:2], values[:2], grid, last_step=200),
+                                  [np.nan, 2.0, np.nan, np.nan])
+    np.testing.assert_array_equal(results.last_values(np.array([100, 300]), np.array([0.1, 0.5]), grid, last_step=400),
+                                  [0.1, 0.1, 0.5, 0.5])
+
+
+def test_results_on_smoke_runs(smoke_runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert results.main([str(smoke_runs), "--out", str(out), "--points", "3", "--reps", "200", "--formats", "png", "svg"]) == 0
+    for name in ("returns", "sparsity", "final_sparsity", "pareto"):
+        for ext in ("png", "svg"):
+            assert (out / f"mujoco_{name}.{ext}").stat().st_size > 1000, name
+    rows = {r["algorithm"]: r for r in read_csv(out / "final.csv")}
+    assert set(rows) == set(SAC_SCRIPTS)
+    md = (out / "final.md").read_text()
+    for script in SAC_SCRIPTS:
+        r = rows[script]
+        assert (r["env"], r["network_size"], r["seeds"], r["step"]) == ("Hopper-v4", "small", "2", str(TOTAL))
+        assert float(r["return_ci_low"]) <= float(r["return_iqm"]) <= float(r["return_ci_high"])
+        assert f"| {script} | Hopper-v4 | small | 2 | {TOTAL} |" in md
+        # by hand: each run's final return is the mean of its evaluations in the last bucket (200, 300]; the IQM of
+        # two runs is their mean
+        finals = []
+        for run_dir in glob.glob(str(smoke_runs / f"*__{script}__*")):
+            steps, values = results.read_scalars(run_dir)["eval/episodic_return"]
+            finals.append(values[(steps > 200) & (steps <= 300)].mean())
+        assert float(r["return_iqm"]) == pytest.approx(np.mean(finals))
+    # PolyPruneSAC ends at --final-sparsity 0.9 (exact zero count: within one weight)
+    assert float(rows["polyprune_sac_mujoco_jax"]["sparsity_iqm"]) == pytest.approx(0.9, abs=1e-3)
+    # EauDeSAC's delivered sparsity is sparsity/selected (sparsity/network once the scripts log it), never the target's
+    runs = results.load_local_runs([str(smoke_runs)], print)
+    eaude = [r for r in runs if r.script == "eaudesac_mujoco_jax"]
+    tag = eaude[0].tag(results.SPARSITY_TAGS["eaudesac_mujoco_jax"])
+    assert tag in ("sparsity/network", "sparsity/selected")
+    expected = np.mean([r.scalars[tag][1][r.scalars[tag][0] <= TOTAL][-1] for r in eaude])
+    assert float(rows["eaudesac_mujoco_jax"]["sparsity_iqm"]) == pytest.approx(expected)
+    # the curves: three grid points, IQM inside its CI at each
+    summary = results.summarize(results.group_runs(eaude, [])[0], 3, 200, 0, print)
+    steps, value, low, high = summary.curves["return"]
+    np.testing.assert_array_equal(steps, [100, 200, 300])
+    assert np.all(low <= value) and np.all(value <= high)
+
+
+def test_bad_runs_are_reported_and_skipped(smoke_runs, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_runs, runs)
+    template = sorted(glob.glob(str(runs / "*__polyprune_sac_mujoco_jax__*")))[0]
+    with open(os.path.join(template, "args.json")) as f:
+        args = json.load(f)
+
+    def fake_run(name, run_args, scalars):
+        d = runs / name
+        d.mkdir()
+        if run_args is not None:
+            (d / "args.json").write_text(json.dumps(run_args))
+        writer = Writer(str(d))
+        for tag, points in scalars.items():
+            for step, value in points:
+                writer.add_scalar(tag, value, step)
+        writer.close()
+
+    sparsity = [(100, 0.0), (200, 0.5), (300, 0.9)]
+    fake_run("no_eval", dict(args, seed=7), {"sparsity/online": sparsity, "charts/SPS": [(300, 10.0)]})
+    fake_run("unfinished", dict(args, seed=8, total_timesteps=1000),
+             {"sparsity/online": sparsity, "eval/episodic_return": [(100, 1.0), (300, 2.0)]})
+    fake_run("unknown", {"exp_name": "ppo_continuous_action", "env_id": "Hopper-v4", "total_timesteps": 300},
+             {"charts/SPS": [(300, 1.0)]})
+    fake_run("no_args", None, {"charts/SPS": [(300, 1.0)]})
+    (runs / "empty_args").mkdir()
+    (runs / "empty_args" / "args.json").write_text("{not json")
+
+    capsys.readouterr()
+    assert results.main([str(runs), "--out", str(tmp_path / "out"), "--points", "3", "--reps", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped")]
+    assert len(skipped) == 5, lines
+    assert any("no_eval: missing tag eval/episodic_return" in line for line in skipped)
+    assert any("unfinished: unfinished (last logged step 300 of 1000)" in line for line in skipped)
+    assert any("unknown: unknown script" in line for line in skipped)
+    assert any("no_args: no args.json" in line for line in skipped)
+    assert any("empty_args: args.json unreadable" in line for line in skipped)
+    rows = {r["algorithm"]: r for r in read_csv(tmp_path / "out" / "final.csv")}
+    assert rows["polyprune_sac_mujoco_jax"]["seeds"] == "2"  # the bad runs did not join the group
+
+    assert results.main([str(runs), "--out", str(tmp_path / "out2"), "--points", "3", "--reps", "50",
+                         "--include-unfinished"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("included") and "unfinished" in line for line in lines)
+    rows = {r["algorithm"]: r for r in read_csv(tmp_path / "out2" / "final.csv")}
+    assert rows["polyprune_sac_mujoco_jax"]["seeds"] == "3"
+
+
+def write_atari_run(root, exp_name, env_id, seed, returns, sparsity_tags, total=1000):
+    d = root / f"{env_id}__{exp_name}__{seed}__1"
+    d.mkdir(parents=True)
+    (d / "args.json").write_text(json.dumps({"exp_name": exp_name, "seed": seed, "env_id": env_id, "total_timesteps": total,
+                                             "train_frequency": 4, "population_size": 5, "network_size": "medium"}))
+    writer = Writer(str(d))
+    for step, value in returns:
+        writer.add_scalar("charts/episodic_return", value, step)
+    for step in range(100, total + 1, 100):
+        for tag, value in sparsity_tags.items():
+            writer.add_scalar(tag, value * step / total, step)
+    writer.close()
+
+
+def test_atari_returns_are_human_normalized_and_pooled_over_games(tmp_path):
+    runs = tmp_path / "runs"
+    final = {("ALE/Pong-v5", 1): 0.0, ("ALE/Pong-v5", 2): 10.0, ("ALE/Breakout-v5", 1): 30.5, ("ALE/Breakout-v5", 2): 60.0}
+    for (env_id, seed), last in final.items():
+        # training episodes: the last bucket (500, 1000] holds two episodes whose mean is `last`
+        write_atari_run(runs, "eaudedqn_atari_jax", env_id, seed, [(300, -100.0), (600, last - 1), (900, last + 1)],
+                        {"sparsity/network": 0.8, "sparsity/target": 0.1})
+    out = tmp_path / "out"
+    assert results.main([str(runs), "--out", str(out), "--points", "2", "--reps", "100"]) == 0
+    rows = {r["env"]: r for r in read_csv(out / "final.csv")}
+    assert set(rows) == {"ALE/Pong-v5", "ALE/Breakout-v5", "all (2 games)"}
+    pong = [(v - -20.7) / (14.6 - -20.7) for v in (0.0, 10.0)]
+    breakout = [(v - 1.7) / (30.5 - 1.7) for v in (30.5, 60.0)]
+    assert float(rows["ALE/Pong-v5"]["return_iqm"]) == pytest.approx(np.mean(pong))
+    assert float(rows["ALE/Breakout-v5"]["return_iqm"]) == pytest.approx(np.mean(breakout))
+    pooled = sorted(pong + breakout)  # IQM of 4 scores: the middle two
+    assert float(rows["all (2 games)"]["return_iqm"]) == pytest.approx((pooled[1] + pooled[2]) / 2)
+    assert rows["all (2 games)"]["return_metric"] == "human-normalized return"
+    assert float(rows["all (2 games)"]["sparsity_iqm"]) == pytest.approx(0.8)  # sparsity/network before sparsity/target
+    assert (out / "atari_pareto.png").exists() and (out / "atari_returns.png").exists()
+
+
+def test_wandb_runs_through_the_api(tmp_path):
+    """--wandb-project reads config and history through wandb.Api; a stand-in API object checks the mapping."""
+
+    class FakeRun:
+        name = "Hopper-v4__sac_mujoco_jax__1__1"
+        config = {"exp_name": "sac_mujoco_jax", "seed": 1, "env_id": "Hopper-v4", "total_timesteps": 300, "tau": 0.005,
+                  "final_sparsity": 0.0, "network_size": "small"}
+
+        def scan_history(self, keys):
+            data = {"eval/episodic_return": [(100, 1.0), (200, 2.0), (300, 3.0)],
+                    "sparsity/online": [(100, 0.0), (200, 0.0), (300, 0.0)]}
+            return [{"global_step": s, keys[1]: v} for s, v in data.get(keys[1], [])]
+
+    class FakeApi:
+        def runs(self, path, filters):
+            assert path == "me/eaudeqn" and filters == {"group": "g"}
+            return [FakeRun()]
+
+    runs = results.load_wandb_runs("eaudeqn", "me", "g", None, print, api=FakeApi())
+    assert len(runs) == 1 and runs[0].script == "polyprune_sac_mujoco_jax" and runs[0].finished
+    summary = results.summarize(results.group_runs(runs, [])[0], 3, 50, 0, print)
+    assert summary.final["return"][1] == pytest.approx(3.0)
+
+
+def test_help_explains_the_grid():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "results.py"), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    assert "--group-by" in out.stdout and "bucket" in out.stdout and "--include-unfinished" in out.stdout
