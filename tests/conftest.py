@@ -1,10 +1,19 @@
 """Shared test configuration: every script joins the suite by being listed here, not by copying tests."""
 import importlib
 import os
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# one persistent JAX compilation cache for the session: the many subprocess runs of the same scripts (smoke, resume,
+# results) compile each program once instead of once per process (subprocesses inherit os.environ)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="eaudeqn-test-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # script module -> what it is (family: environment family, kind: method)
 SCRIPTS = {
@@ -179,3 +188,25 @@ def mod(request):
 @pytest.fixture(params=scripts_where(family="atari"), scope="module")
 def atari_mod(request):
     return importlib.import_module(request.param)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """smoke(script): the script's SMOKE run (in a subprocess, run folder runs/smoke, no periodic checkpoint), made
+    once per session and shared: test_smoke checks what it logged and saved, test_checkpoint compares a stopped and
+    resumed run against it. Returns (cmd: the command without --run-name, cwd, out: the CompletedProcess, run_dir)."""
+    cache, root = {}, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def get(script):
+        if script not in cache:
+            cwd = tmp_path_factory.mktemp(f"smoke-{script}")
+            setup = SMOKE[script].get("setup")
+            cmd = [sys.executable, os.path.join(root, f"{script}.py"), *SMOKE[script]["argv"], *(setup(cwd) if setup else [])]
+            env = dict(os.environ, JAX_PLATFORMS="cpu", WANDB_MODE="disabled")
+            out = subprocess.run([*cmd, "--run-name", "smoke", "--checkpoint-frequency", "0"], cwd=cwd, env=env,
+                                 capture_output=True, text=True, timeout=280)
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+            cache[script] = SimpleNamespace(cmd=cmd, cwd=cwd, out=out, run_dir=str(cwd / "runs" / "smoke"))
+        return cache[script]
+
+    return get

@@ -66,12 +66,11 @@ def assert_same_run(straight_dir, resumed_dir, script):
 
 
 @pytest.mark.parametrize("script", list(SMOKE))
-def test_stopped_and_resumed_run_is_bit_identical(script, tmp_path):
-    cmd = argv(script, tmp_path)
+def test_stopped_and_resumed_run_is_bit_identical(script, smoke):
+    straight = smoke(script)  # the uninterrupted run (shared with test_smoke)
+    cmd, tmp_path = straight.cmd, straight.cwd
     frequency, how = CUT[script]
-    straight = run([*cmd, "--run-name", "straight", "--checkpoint-frequency", "0"], tmp_path)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    assert not os.path.exists(tmp_path / "runs" / "straight" / "checkpoint")
+    assert not os.path.exists(os.path.join(straight.run_dir, "checkpoint"))
 
     cut = [*cmd, "--run-name", "cut", "--checkpoint-frequency", str(frequency)]
     status, out = start_then_stop(cut, tmp_path, str(tmp_path / "runs" / "cut"), how)
@@ -82,19 +81,18 @@ def test_stopped_and_resumed_run_is_bit_identical(script, tmp_path):
     resumed = run([*cut, "--resume", "auto"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming cut at step" in resumed.stdout
-    assert_same_run(tmp_path / "runs" / "straight", tmp_path / "runs" / "cut", script)
+    assert_same_run(straight.run_dir, tmp_path / "runs" / "cut", script)
 
 
-def test_kill_9_mid_run_then_resume_finishes_identically(tmp_path):
+def test_kill_9_mid_run_then_resume_finishes_identically(smoke, tmp_path):
     script = "polyprune_sac_mujoco_jax"
-    cmd = argv(script, tmp_path)
-    assert run([*cmd, "--run-name", "straight", "--checkpoint-frequency", "0"], tmp_path).returncode == 0
-    cut = [*cmd, "--run-name", "cut", "--checkpoint-frequency", "60"]
+    straight = smoke(script)
+    cut = [*straight.cmd, "--run-name", "cut", "--checkpoint-frequency", "60"]
     status, _ = start_then_stop(cut, tmp_path, str(tmp_path / "runs" / "cut"), signal.SIGKILL)
     assert status in (-signal.SIGKILL, 0)
     resumed = run([*cut, "--resume", "auto"], tmp_path)
     assert resumed.returncode == 0 and "resuming cut at step" in resumed.stdout, resumed.stderr[-2000:]
-    assert_same_run(tmp_path / "runs" / "straight", tmp_path / "runs" / "cut", script)
+    assert_same_run(straight.run_dir, tmp_path / "runs" / "cut", script)
 
 
 # ---------------------------------------------------------------- atomic writes: kill -9 at every point of a write

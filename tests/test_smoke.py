@@ -40,7 +40,10 @@ def run_smoke(script, tmp_path, extra=(), returncode=0):
 
 
 def load_run(script, tmp_path, extra=()):
-    out, run_dir = run_smoke(script, tmp_path, extra)
+    return read_run(script, run_smoke(script, tmp_path, extra)[1])
+
+
+def read_run(script, run_dir):
     args = json.load(open(os.path.join(run_dir, "args.json")))
     assert args["exp_name"] == script
     model_path = os.path.join(run_dir, f"{script}.cleanrl_model")
@@ -49,8 +52,8 @@ def load_run(script, tmp_path, extra=()):
 
 
 @pytest.fixture(params=list(SMOKE), scope="module")
-def run(request, tmp_path_factory):
-    return load_run(request.param, tmp_path_factory.mktemp(request.param))
+def run(request, smoke):
+    return read_run(request.param, smoke(request.param).run_dir)
 
 
 def _leaves(tree):
