@@ -231,3 +231,47 @@ def test_polyprune_stops_on_a_non_finite_loss_and_keeps_its_checkpoint(tmp_path)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "non-finite" in errors[0] and os.path.basename(ckpt) in errors[0], out.stderr[-2000:]
     assert folder_state(tmp_path / "runs" / "r" / "checkpoint") == before, "the last checkpoint must be kept as it was"
+
+
+def test_a_nan_member_never_becomes_the_target_and_is_replaced(smoke):
+    """One member's weights are forced to NaN in a checkpoint of EauDeCQL (K=2, a population update every 50 steps);
+    the resumed run must finish, never select it, and replace it by a copy at the next population update."""
+    import eaudecql_atari_jax as mod
+
+    script, base = "eaudecql_atari_jax", smoke("eaudecql_atari_jax")
+    cmd, cwd = [*base.cmd, "--run-name", "nan", "--checkpoint-frequency", "100"], base.cwd
+    assert run(cmd, cwd).returncode == 0
+    (ckpt,) = checkpoints(cwd / "runs" / "nan")
+    step = int(os.path.basename(ckpt)[5:])
+    assert step == 300
+
+    def poison(state):  # member 1: every weight NaN
+        import jax
+
+        def nan_member_1(x):
+            x = np.array(x)
+            x[1] = np.nan
+            return x
+
+        state["pop"]["params"] = jax.tree.map(nan_member_1, state["pop"]["params"])
+
+    rewrite_checkpoint(mod, ckpt, f"{script}.py", poison)
+    out = run([*cmd, "--resume", "auto"], cwd)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scalars = read_scalars(str(cwd / "runs" / "nan"))
+    after = lambda tag: {s: v for s, v in scalars[tag] if s > step}  # noqa: E731
+    selected, copies, loss_1 = after("population/selected"), after("population/n_copies"), after("population/loss_1")
+    assert sorted(selected) == [350, 400]
+    assert np.isnan(loss_1[350]) and selected[350] == 0, "a NaN member was selected"
+    assert copies[350] == 1, "the NaN member must be overwritten by a copy"
+    assert np.isfinite(loss_1[400]) and np.isfinite(after("losses/td_loss")[400])
+    import flax.serialization
+
+    saved = flax.serialization.msgpack_restore(open(cwd / "runs" / "nan" / f"{script}.cleanrl_model", "rb").read())
+    assert all(np.all(np.isfinite(x)) for x in jax_leaves(saved["params"]))
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
