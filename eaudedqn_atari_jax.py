@@ -621,8 +621,8 @@ def read_checkpoint(path, script, args):
             raise CheckpointError(f"{file}: missing, truncated or corrupt (size or SHA-256 differs from meta.json)")
     with open(os.path.join(path, "state.pkl"), "rb") as f:
         state = pickle.load(f)
-    arrays = {name[:-len(".npy")]: np.load(os.path.join(path, name), allow_pickle=False)
-              for name in files if name.endswith(".npy")}
+    arrays = {name[:-len(".npy")]: np.load(os.path.join(path, name), mmap_mode="r", allow_pickle=False)
+              for name in files if name.endswith(".npy")}  # memory-mapped: copied once, into the buffer
     return meta, state, arrays
 
 
