@@ -275,3 +275,17 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+def test_resumed_run_goes_on_in_the_same_wandb_run(smoke, tmp_path):
+    base = smoke("polyprune_sac_mujoco_jax")
+    env = dict(ENV, WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    cmd = [*base.cmd, "--run-name", "tracked", "--checkpoint-frequency", "60", "--track"]
+    status, out = start_then_stop(cmd, tmp_path, str(tmp_path / "runs" / "tracked"), signal.SIGUSR1, env=env)
+    assert status in (75, 0), out[-2000:]
+    resumed = run([*cmd, "--resume", "auto"], tmp_path, env=env)
+    assert resumed.returncode == 0 and "resuming tracked" in resumed.stdout, resumed.stderr[-2000:]
+    runs = sorted(glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
+    assert len(runs) == 2, runs
+    ids = {os.path.basename(r).rsplit("-", 1)[1] for r in runs}
+    assert len(ids) == 1, f"the resumed process must log to the same W&B run, got ids {ids}"
