@@ -74,8 +74,12 @@ class GridError(Exception):
     """A grid or an option that cannot be used; main prints it as one `error: ...` line and exits with status 2."""
 
 
+_PRINT = threading.Lock()
+
+
 def say(message):
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+    with _PRINT:
+        print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
 # ---------------------------------------------------------------- grid: expansion and names
@@ -582,8 +586,8 @@ def submit_slurm(runs, opts, wandb):
     manifest_path, log_dir = os.path.join(sub_dir, "manifest.json"), os.path.join(sub_dir, "logs")
     script = sbatch_script(todo, opts, manifest_path, log_dir, wandb)
     if opts.dry_run:
-        print(f"# {os.path.join(sub_dir, 'job.sbatch')}:\n{script}")
-        print(f"# {manifest_path}: task i runs command i (cd {opts.workdir})")
+        print(f"==> {os.path.join(sub_dir, 'job.sbatch')} <==\n{script}")
+        print(f"==> {manifest_path}: task i runs command i, in {opts.workdir} <==")
         for i, run in enumerate(todo):
             print(f"{i}: {shlex.join(run['argv'])}")
         return 0
@@ -689,10 +693,12 @@ def parser():
 
 
 def main(argv=None):
-    opts = parser().parse_args(argv)
+    opts, unknown = parser().parse_known_args(argv)
     if opts.command == "task":
         return task(opts.manifest, opts.index)
     try:
+        if unknown:
+            raise GridError(f"{unknown[0]!r} is no option of `{opts.command}`, and a grid starts with a script (NAME.py)")
         opts.workdir = os.path.abspath(opts.workdir)
         groups = parse_grid(opts.grid_tokens)
         runs = expand(groups, opts.python)
