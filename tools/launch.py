@@ -654,13 +654,13 @@ def parser():
     common.add_argument("--launch-dir", help="SLURM submissions (sbatch script, manifest, per-task logs) go to "
                                              "LAUNCH_DIR/GRID/TIME/ (default: WORKDIR/launch)")
     common.add_argument("--python", default=sys.executable, help="the python that runs the scripts (default: this one)")
+    common.add_argument("--wandb-group", help="WANDB_RUN_GROUP of every run (default: the grid name)")
+    common.add_argument("--wandb-tags", help="WANDB_TAGS, comma separated (default: $WANDB_TAGS, else git describe); "
+                                             "the grid name is added")
     common.add_argument("grid_tokens", nargs=argparse.REMAINDER, metavar="GRID",
                         help="SCRIPT [SCRIPT ...] [--flag V1,V2 ...], one or more groups")
     run_opts = argparse.ArgumentParser(add_help=False)
     run_opts.add_argument("--dry-run", action="store_true", help="print what would run; run and write nothing")
-    run_opts.add_argument("--wandb-group", help="WANDB_RUN_GROUP of every run (default: the grid name)")
-    run_opts.add_argument("--wandb-tags", help="WANDB_TAGS, comma separated (default: $WANDB_TAGS, else git describe); "
-                                               "the grid name is added")
 
     loc = sub.add_parser("local", parents=[run_opts, common], help="run the grid on this machine")
     loc.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
