@@ -35,7 +35,8 @@ a = p.parse_args()
 d = os.path.join("runs", a.run_name)
 os.makedirs(d, exist_ok=True)
 ckpt = os.path.join(d, "checkpoint", "step_%012d")
-step = max([int(s[5:]) for s in os.listdir(os.path.join(d, "checkpoint"))] if os.path.isdir(os.path.join(d, "checkpoint")) else [0])
+os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+step = max([int(s[5:]) for s in os.listdir(os.path.dirname(ckpt))] + [0])
 if step:
     print(f"resuming {a.run_name} at step {step}", flush=True)
 if a.fail:
@@ -95,6 +96,7 @@ def test_grid_expansion_and_names():
                       "data/{game}/1/replay_logs", "--seed", "4"])
     assert [flags_of(r)["--dataset-dir"] for r in offline] == ["data/Pong/1/replay_logs", "data/Breakout/1/replay_logs"]
     assert expand(["eaudedqn_atari_jax.py", "--exp-name", "a\\,b"])[0]["argv"][3] == "a,b"
+    assert expand(["eaudedqn_atari_jax.py", "--exp-name", "{script}_x"])[0]["argv"][3] == "eaudedqn_atari_jax_x"
     # duplicates collapse
     assert len(expand(["eaudedqn_atari_jax.py", "--seed", "1,1"])) == 1
 

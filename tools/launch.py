@@ -7,8 +7,8 @@ and resume; `status` shows every run's state. Stdlib only.
 
 GRID (after the launcher's options) is one or more groups `SCRIPT [SCRIPT ...] [--flag VALUE ...]`: every script
 of a group runs with every combination of its flags' values; a value `a,b,c` is swept (`\\,` is a literal comma).
-Values may use {game} (ALE/Pong-v5 -> Pong), {env_id}, {seed} and {flag_name} (any flag of the run, dashes as
-underscores), e.g. --exp-name 'eaudedqn_atari_jax_{network_size}' --dataset-dir 'data/{game}/1/replay_logs'.
+Values may use {script} (its name without .py), {game} (ALE/Pong-v5 -> Pong), {env_id}, {seed} and {flag_name} (any
+flag of the run, dashes as underscores), e.g. --exp-name '{script}_{network_size}' --dataset-dir 'data/{game}/1/replay_logs'.
 
     python tools/launch.py local --workers 2 polyprune_sac_mujoco_jax.py eaudesac_mujoco_jax.py \\
         --env-id Hopper-v4,Walker2d-v4 --seed 1,2,3 --network-size small,large
@@ -131,18 +131,19 @@ def game_of(env_id):
     return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
 
 
-def fill(value, flags):
-    """A flag value with its {placeholders} filled from the run's other flags."""
+def fill(value, flags, script):
+    """A flag value with its {placeholders} filled from the run's script and flags."""
     if value is None or "{" not in value:
         return value
     fields = {f[2:].replace("-", "_"): v for f, v in flags if v is not None and "{" not in v}
+    fields["script"] = os.path.basename(script)[:-len(".py")]
     if "env_id" in fields:
         fields["game"] = game_of(fields["env_id"])
     try:
         return value.format_map(fields)
     except (KeyError, ValueError, IndexError) as e:
-        raise GridError(f"{value!r}: cannot fill {e} (placeholders: {{game}}, {{env_id}}, {{seed}} or a flag of the "
-                        f"run such as {{network_size}})") from None
+        raise GridError(f"{value!r}: cannot fill {e} (placeholders: {{script}}, {{game}}, {{env_id}}, {{seed}} or a flag "
+                        f"of the run such as {{network_size}})") from None
 
 
 def run_name(script, flags):
@@ -171,7 +172,7 @@ def expand(groups, python):
         for script in scripts:
             path = resolve_script(script)
             for combo in itertools.product(*choices):
-                run_flags = [(f, fill(v, combo)) for f, v in combo]
+                run_flags = [(f, fill(v, combo, path)) for f, v in combo]
                 name = run_name(path, run_flags)
                 if name in seen:
                     continue
