@@ -319,8 +319,16 @@ def _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started):
         log.write(header)
         log.flush()
     write_status(run_dir, status)
-    proc = subprocess.Popen(run["argv"], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)  # signals reach it only through the launcher
+    try:
+        proc = subprocess.Popen(run["argv"], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)  # signals reach it only through the launcher
+    except OSError as e:  # e.g. no such python
+        logs[1].write(f"error: cannot start {run['argv'][0]}: {e}\n".encode())
+        for log in logs:
+            log.close()
+        status.update(state="exited", exit_code=127, ended=now_iso(), error=f"error: cannot start: {e}")
+        write_status(run_dir, status)
+        return "failed", 127
     proc.forwarded = None
     status["child_pid"] = proc.pid
     write_status(run_dir, status)
@@ -434,7 +442,11 @@ def run_local(runs, workdir, workers, gpus, base_env):
             gpu = f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})" if gpus else ""
             say(f"start {run['name']}{gpu}")
             t0 = time.time()
-            outcome, code = execute(run, workdir, env=env, started=lambda proc: started(run["name"], proc))
+            try:
+                outcome, code = execute(run, workdir, env=env, started=lambda proc: started(run["name"], proc))
+            except Exception as e:  # the launcher's own failure (a full disk ...): this run fails, the others go on
+                outcome, code = "failed", None
+                say(f"launcher error on {run['name']}: {e!r}")
             running.pop(run["name"], None)
             took = time.time() - t0
             if outcome == "preempted" and not stopping.is_set():
