@@ -12,7 +12,8 @@ step-100 checkpoint it is preempted:
   run 1  scontrol requeue (SLURM itself stops the task and puts it back in the queue).
 Checks that every run ends with exit 0 and complete logs (every logged step once, up to the last), that both
 preempted runs resumed from a checkpoint (attempt 2 says "resuming ... at step N", N >= 100) rather than restarted,
-and that submitting the grid again submits nothing. Stops the daemons it started. Exit status 0 when all hold."""
+that the preempted attempts ended cleanly with exit 75 (not killed after KillWait), and that submitting the grid
+again submits nothing. Stops the daemons it started. Exit status 0 when all hold."""
 import glob
 import json
 import os
@@ -205,6 +206,9 @@ def main():
                 problems.append(f"run {i}: incomplete or duplicated logs")
             if i < 2 and (status["attempts"] < 2 or not resumed or min(int(r) for r in resumed) < 100):
                 problems.append(f"run {i} was preempted but did not resume from a checkpoint")
+            task_out = open(os.path.join(sub_dir, "logs", f"{job}_{i}.out")).read()
+            if i < 2 and f"preempted {run['name']} (exit 75)" not in task_out:
+                problems.append(f"run {i}: the wrapper did not end cleanly after the signal (killed after KillWait?)")
             if i >= 2 and (status["attempts"] != 1 or resumed):
                 problems.append(f"run {i} should have run once")
         out0 = open(glob.glob(os.path.join(sub_dir, "logs", f"{job}_0.out"))[0]).read()

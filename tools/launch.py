@@ -380,13 +380,14 @@ def task(manifest_path, index):
     run = manifest["runs"][index]
     procs, received = [], []
 
+    # signal handlers only pass signals on: SLURM may send TERM to every process of the job while the batch shell
+    # passes the same TERM on, and a handler that printed could be interrupted by the second one mid-print (deadlock)
     def forward(signum, frame):
         received.append(signum)
         for proc in procs:
             if proc.poll() is None:
                 proc.forwarded = signum
                 proc.send_signal(signum)
-        say(f"{signal.Signals(signum).name}: passed on to {run['name']}")
 
     def started(proc):  # a signal that came while the script was being started is passed on now
         procs.append(proc)
@@ -398,6 +399,8 @@ def task(manifest_path, index):
         signal.signal(sig, forward)
     say(f"task {index}: {run['name']}")
     outcome, code = execute(run, manifest["workdir"], echo=True, started=started)
+    if received:
+        say(f"received {', '.join(signal.Signals(s).name for s in received)}: passed on to the script")
     say(f"{outcome} {run['name']} (exit {code})")
     return code
 
@@ -466,19 +469,19 @@ def run_local(runs, workdir, workers, gpus, base_env):
             proc.forwarded = signal.SIGTERM
             proc.send_signal(signal.SIGTERM)
 
-    def stop(signum, frame):
-        if stopping.is_set():
-            say("second interrupt: killing the running runs")
+    def stop(signum, frame):  # no printing here (a second signal could interrupt it mid-print): the main loop says it
+        signals.append(signum)
+        if len(signals) > 1:
             for p in list(running.values()):
                 p.forwarded = signal.SIGKILL
                 p.kill()
             return
         stopping.set()
-        say(f"{signal.Signals(signum).name}: the {len(running)} running runs checkpoint and stop; no new run starts")
         for p in list(running.values()):
             p.forwarded = signal.SIGTERM
             p.send_signal(signal.SIGTERM)
 
+    signals, told = [], 0
     handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in range(workers)]
@@ -487,6 +490,10 @@ def run_local(runs, workdir, workers, gpus, base_env):
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(0.2)
+            if len(signals) > told:
+                told = len(signals)
+                say(f"{signal.Signals(signals[0]).name}: the running runs checkpoint and stop; no new run starts"
+                    if told == 1 else "second interrupt: the running runs are killed")
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
