@@ -567,10 +567,13 @@ def set_env_state(env, state, set_core_state):
 
 
 def buffer_state(buffer, with_arrays=True):
-    """(scalars, arrays) of a replay buffer object: its numpy arrays apart (written as .npy files), the rest pickled."""
+    """(scalars, arrays) of a replay buffer object: its numpy arrays apart (written as .npy files), the rest pickled.
+    A ring buffer that has not wrapped yet (size < capacity) holds rows 0..size-1 only: just those are written."""
     arrays = {k: v for k, v in vars(buffer).items() if isinstance(v, np.ndarray)}
     scalars = {k: copy.deepcopy(v.bit_generator.state if isinstance(v, np.random.Generator) else v)
                for k, v in vars(buffer).items() if k not in arrays}
+    if getattr(buffer, "size", None) is not None and buffer.size < getattr(buffer, "capacity", 0):
+        arrays = {k: v[:buffer.size] for k, v in arrays.items()}
     return scalars, (arrays if with_arrays else {})
 
 
@@ -581,7 +584,7 @@ def set_buffer_state(buffer, scalars, arrays):
         else:
             setattr(buffer, k, v)
     for k, v in arrays.items():
-        getattr(buffer, k)[...] = v
+        getattr(buffer, k)[:len(v)] = v  # rows past a saved prefix are still the fresh buffer's zeros
 
 
 def _sha256(path):
