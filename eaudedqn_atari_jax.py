@@ -649,11 +649,14 @@ def start_run(args, script):
             path = find_checkpoint(args.resume, pattern)
         if path is None:
             return args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
+        # the run folder is runs/{run_name}, and Atari run names hold a folder ("ALE/Pong-v5__...")
+        run_name = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(path))), os.path.abspath("runs"))
+        if run_name.startswith(".."):
+            raise CheckpointError(f"{path}: not under ./runs; resume from the folder that holds the run's runs/")
         checkpoint = read_checkpoint(path, script, args)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    run_name = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
     print(f"resuming {run_name} at step {checkpoint[0]['step']:,} from {path}", flush=True)
     return run_name, checkpoint
 

@@ -309,3 +309,14 @@ def test_buffer_state_round_trip_before_and_after_wrap_around(rows):
     assert (restored.ptr, restored.size) == (buffer.ptr, buffer.size)
     for a, b in zip(restored.sample(5), buffer.sample(5)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_resume_auto_finds_an_atari_run_by_its_default_name(tmp_path):
+    """Atari run names hold a folder (runs/ALE/Pong-v5__...): --resume auto without --run-name must find the run and go
+    on in that same folder."""
+    cmd = [*argv("polyprune_dqn_atari_jax", tmp_path), "--checkpoint-frequency", "100", "--eval-episodes", "0"]
+    assert run(cmd, tmp_path).returncode == 0
+    resumed = run([*cmd, "--resume", "auto"], tmp_path)
+    assert resumed.returncode == 0 and "resuming ALE/Pong-v5__polyprune_dqn_atari_jax__1__" in resumed.stdout
+    assert len(glob.glob(str(tmp_path / "runs" / "*" / "*" / "args.json"))) == 1
+    assert not glob.glob(str(tmp_path / "runs" / "*" / "args.json")), "a second run folder was made"
