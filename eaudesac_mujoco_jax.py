@@ -103,7 +103,7 @@ class Args:
     """shared: every critic pair starts from one dense init, so the population descends from one network and the
     Polyak target, which follows whichever member is k*, only ever blends relatives; independent: K inits (AdaDQN's
     choice), where a change of k* blends unrelated networks into the target (about 4x slower learning on
-    HalfCheetah-v4; README, "EauDeSAC: one init for the population")"""
+    HalfCheetah-v4 in one run; README, "One init or K inits")"""
 
 
 # >>> shared: cli

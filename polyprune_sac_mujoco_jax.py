@@ -1019,8 +1019,9 @@ if __name__ == "__main__":
             values = {"charts/SPS": sps, "sparsity/online": online_sparsity, "sparsity/network": online_sparsity,
                       "charts/nonzero_params": critic_nonzero + actor_size}
             if metrics is not None:
-                stop_if_not_finite(global_step, "loss", metrics, logger.dir)
-                values.update({f"losses/{k}": v for k, v in jax.device_get(metrics).items()})
+                host_metrics = jax.device_get(metrics)  # one copy to the host, checked then logged
+                stop_if_not_finite(global_step, "loss", host_metrics, logger.dir)
+                values.update({f"losses/{k}": v for k, v in host_metrics.items()})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=sps, **{"return": last_return, "eval": eval_return, "sparsity": online_sparsity})
 
