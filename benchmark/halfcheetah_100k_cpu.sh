@@ -9,8 +9,9 @@ set -euo pipefail
 WORKERS=${WORKERS:-2}
 SEEDS=${SEEDS:-"1 2 3"}
 ONLY=${ONLY:-"eaudesac_k5 sac eaudesac_k1 polyprune_sac"}
-SEED_LIST=$(echo $SEEDS | tr ' ' ',')
+# Seed-major order: every kind's seed 1 first, then seed 2, ..., so a stopped session leaves complete seed sets.
 grid=()
+for seed in $SEEDS; do
 for what in $ONLY; do
   case $what in
     sac) grid+=(polyprune_sac_mujoco_jax.py --final-sparsity 0 --exp-name sac_mujoco_jax) ;;
@@ -19,7 +20,8 @@ for what in $ONLY; do
     eaudesac_k1) grid+=(eaudesac_mujoco_jax.py --population-size 1 --exp-name eaudesac_k1_mujoco_jax) ;;
     *) echo "unknown run kind '$what' (sac, polyprune_sac, eaudesac_k5, eaudesac_k1)" >&2; exit 2 ;;
   esac
-  grid+=(--env-id HalfCheetah-v4 --total-timesteps 100000 --save-model --seed "$SEED_LIST")
+  grid+=(--env-id HalfCheetah-v4 --total-timesteps 100000 --save-model --seed "$seed")
+done
 done
 [ $# -gt 0 ] || set -- local --workers "$WORKERS"
 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
