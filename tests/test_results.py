@@ -3,6 +3,7 @@ against hand computations."""
 import csv
 import glob
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -132,6 +133,37 @@ def test_results_on_smoke_runs(smoke_runs, tmp_path, capsys):
     steps, value, low, high = summary.curves["return"]
     np.testing.assert_array_equal(steps, [100, 200, 300])
     assert np.all(low <= value) and np.all(value <= high)
+
+
+def test_comparison_statistics_equal_hand_computations():
+    x, y = np.array([[1.0], [2.0], [3.0]]), np.array([[0.5], [1.5], [2.5]])  # IQM of 3 runs trims none: the mean
+    stats = results.compare_final(x, y, reps=500, seed=0)
+    assert stats["ratio"][0] == pytest.approx(2.0 / 1.5)
+    assert stats["diff"][0] == pytest.approx(0.5)
+    assert stats["poi"][0] == pytest.approx(6 / 9)  # pairs with x > y: 1 > 0.5; 2 > 0.5, 1.5; 3 > all three
+    for point, low, high in stats.values():
+        assert low <= point <= high and low < high
+    same = results.compare_final(y, y, reps=500, seed=0)
+    assert same["ratio"][0] == pytest.approx(1.0) and same["diff"][0] == 0.0 and same["poi"][0] == 0.5
+    two_tasks = results.compare_final(np.array([[1.0, 10.0], [2.0, 20.0]]), np.array([[0.0, 30.0], [3.0, 40.0]]), reps=200)
+    assert two_tasks["poi"][0] == pytest.approx((2 / 4 + 0 / 4) / 2)  # per task, then averaged over tasks
+    assert math.isnan(results.compare_final(x, -y, reps=200)["ratio"][0])  # no ratio to a non-positive base
+    assert results.compare_final(x, -y, reps=200)["poi"] == (1.0, 1.0, 1.0)
+
+
+def test_comparison_on_smoke_runs(smoke_runs, tmp_path):
+    out = tmp_path / "out"
+    argv = [str(smoke_runs), "--out", str(out), "--points", "3", "--reps", "200", "--compare", "polyprune_sac_mujoco_jax"]
+    assert results.main(argv) == 0
+    (row,) = read_csv(out / "compare.csv")
+    assert (row["algorithm"], row["base"], row["env"], row["seeds"], row["base_seeds"], row["step"]) == (
+        "eaudesac_mujoco_jax", "polyprune_sac_mujoco_jax", "Hopper-v4", "2", "2", str(TOTAL))
+    final = {r["algorithm"]: float(r["return_iqm"]) for r in read_csv(out / "final.csv")}
+    assert float(row["iqm"]) == pytest.approx(final["eaudesac_mujoco_jax"])
+    assert float(row["base_iqm"]) == pytest.approx(final["polyprune_sac_mujoco_jax"])
+    assert float(row["diff"]) == pytest.approx(float(row["iqm"]) - float(row["base_iqm"]))
+    assert float(row["poi_ci_low"]) <= float(row["poi"]) <= float(row["poi_ci_high"])
+    assert "| eaudesac_mujoco_jax | Hopper-v4 | small | 2 vs 2 | 300 |" in (out / "compare.md").read_text()
 
 
 def test_bad_runs_are_reported_and_skipped(smoke_runs, tmp_path, capsys):

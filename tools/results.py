@@ -35,9 +35,18 @@ line and skipped; --include-unfinished keeps unfinished runs.
 Writes to --out: {family}_returns, {family}_sparsity, {family}_final_sparsity, {family}_pareto (one file per
 --formats, default png; families: atari, atari_offline, mujoco), final.md and final.csv (IQM and CI per group).
 
+Comparison (--compare BASE, an exp_name): every other algorithm against BASE on the same env(s), network size and
+--group-by values, on the final return (per env; and pooled over games for Atari), written to compare.md / .csv:
+  ratio    IQM(algorithm) / IQM(BASE), with a 95% CI from rliable's stratified independent bootstrap (the two
+           algorithms' runs resampled separately within each env); n/a when BASE's IQM is not positive.
+  diff     IQM(algorithm) - IQM(BASE), same bootstrap.
+  P(X>Y)   rliable's probability of improvement (Mann-Whitney U / (n_x n_y), averaged over envs), same bootstrap.
+  With few seeds a CI that holds 1 (ratio), 0 (diff) or 0.5 (P) means "no difference detected", not "equal".
+
 Usage:
   python tools/results.py runs --out results
   python tools/results.py runs --group-by population_size --points 40 --reps 50000 --formats png pdf
+  python tools/results.py runs --compare sac_mujoco_jax --out results
   python tools/results.py --wandb-project eaudeqn --wandb-entity me --out results_wandb
 """
 import argparse
@@ -332,6 +341,31 @@ def iqm_ci(scores, reps=2000, seed=0):
     return np.asarray(point["x"], np.float64), low, high
 
 
+def compare_final(x, y, reps=2000, seed=0):
+    """X against Y on final scores x (runs_x, tasks), y (runs_y, tasks): {"ratio", "diff", "poi"} -> (point, low, high)
+    with 95% CIs from rliable's stratified independent bootstrap; the ratio is nan when IQM(y) <= 0."""
+    from rliable import library, metrics
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    funcs = {"ratio": lambda a, b: np.array([iqm(a)[0] / iqm(b)[0] if iqm(b)[0] > 0 else math.nan]),
+             "diff": lambda a, b: np.array([iqm(a)[0] - iqm(b)[0]]),
+             "poi": lambda a, b: np.array([metrics.probability_of_improvement(a, b)])}
+    out = {}
+    state = np.random.get_state()
+    try:
+        for name, func in funcs.items():
+            if name == "ratio" and not iqm(y)[0] > 0:
+                out[name] = (math.nan, math.nan, math.nan)
+                continue
+            np.random.seed(seed)  # the same resamples for every statistic
+            point, interval = library.get_interval_estimates({name: (x, y)}, func, reps=reps)
+            low, high = np.asarray(interval[name], np.float64).reshape(2)
+            out[name] = (float(np.asarray(point[name]).reshape(-1)[0]), float(low), float(high))
+    finally:
+        np.random.set_state(state)
+    return out
+
+
 # -------------------------------------------------------------------------------------------------------------- groups
 @dataclass
 class Group:
@@ -471,6 +505,64 @@ def write_tables(summaries, group_by, out_dir):
     return rows
 
 
+def final_scores(group, points, report):
+    """(runs, tasks) returns of the group at the last grid point where all its runs have one, and that step."""
+    grid = step_grid(min(r.total for r in group.runs), points)
+    scores = score_matrix(group, "return", grid, report)
+    if scores is None:
+        return None, None
+    drawn = np.flatnonzero(~np.isnan(scores).any(axis=(0, 1)))
+    if not len(drawn):
+        return None, None
+    return scores[:, :, drawn[-1]], int(grid[drawn[-1]])
+
+
+def write_comparison(groups, base, group_by, points, reps, seed, out_dir, report):
+    """compare.md / compare.csv: every algorithm against `base` with the same family, env, size and --group-by values."""
+    rows = []
+    bases = {(g.family, g.env, g.size, g.extra): g for g in groups if g.algorithm == base}
+    if not bases:
+        report(f"--compare {base}: no group has that exp_name (have: {', '.join(sorted({g.algorithm for g in groups}))})")
+    for g in groups:
+        b = bases.get((g.family, g.env, g.size, g.extra))
+        if b is None or g.algorithm == base:
+            continue
+        (x, x_step), (y, y_step) = final_scores(g, points, report), final_scores(b, points, report)
+        if x is None or y is None or x_step != y_step or x.shape[1] != y.shape[1]:
+            report(f"--compare: {label(g, group_by)} on {g.env} not compared with {base}: final returns at different "
+                   f"steps ({x_step} and {y_step}) or envs")
+            continue
+        stats = compare_final(x, y, reps, seed)
+        rows.append({"family": g.family, "algorithm": g.algorithm, "base": base, "env": g.env, "network_size": g.size,
+                     **dict(zip(group_by, g.extra)), "seeds": x.shape[0], "base_seeds": y.shape[0], "step": x_step,
+                     "iqm": float(iqm(x)[0]), "base_iqm": float(iqm(y)[0]),
+                     **{f"{k}{suffix}": v[i] for k, v in stats.items() for i, suffix in enumerate(("", "_ci_low", "_ci_high"))}})
+    if not rows:
+        return rows
+    with open(os.path.join(out_dir, "compare.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# Against {base}", "",
+             "Final return (the last grid point), IQM over seeds; [95% stratified independent bootstrap CI]. "
+             "With few seeds a CI that holds 1 (ratio), 0 (difference) or 0.5 (P) means no difference was detected.", ""]
+    head = ["algorithm", "env", "size", *group_by, "seeds", "step", "IQM", f"IQM {base}", "ratio", "difference",
+            f"P(algorithm > {base})"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        f_ = lambda v: fmt(v, r["family"])  # noqa: E731
+        cells = [r["algorithm"], r["env"], r["network_size"], *(r[k] for k in group_by),
+                 f"{r['seeds']} vs {r['base_seeds']}", str(r["step"]), f_(r["iqm"]), f_(r["base_iqm"]),
+                 f"{fmt(r['ratio'], metric='sparsity')} [{fmt(r['ratio_ci_low'], metric='sparsity')}, "
+                 f"{fmt(r['ratio_ci_high'], metric='sparsity')}]",
+                 f"{f_(r['diff'])} [{f_(r['diff_ci_low'])}, {f_(r['diff_ci_high'])}]",
+                 f"{r['poi']:.2f} [{r['poi_ci_low']:.2f}, {r['poi_ci_high']:.2f}]"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    with open(os.path.join(out_dir, "compare.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return rows
+
+
 def pareto_front(points):
     """Indices of the points (sparsity, return) no other point beats on both (>= on both, > on one)."""
     front = []
@@ -580,6 +672,9 @@ def main(argv=None):
                         help="keep unfinished runs (reported) instead of skipping them")
     parser.add_argument("--formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"],
                         help="plot formats (default png)")
+    parser.add_argument("--compare", metavar="BASE",
+                        help="exp_name to compare every other algorithm with (final return: IQM ratio, difference, "
+                             "probability of improvement, with CIs): compare.md / compare.csv")
     parser.add_argument("--wandb-project", help="also read the runs of this W&B project (online; wandb login first)")
     parser.add_argument("--wandb-entity", help="W&B entity of --wandb-project")
     parser.add_argument("--wandb-group", help="only the W&B runs of this group")
@@ -627,6 +722,8 @@ def main(argv=None):
         written += plot_family(family, [s for s in summaries if s.group.family == family], a.group_by, a.out, a.formats)
     write_tables(summaries, a.group_by, a.out)
     written += [os.path.join(a.out, "final.md"), os.path.join(a.out, "final.csv")]
+    if a.compare and write_comparison(groups, a.compare, a.group_by, a.points, a.reps, a.seed, a.out, report):
+        written += [os.path.join(a.out, "compare.md"), os.path.join(a.out, "compare.csv")]
     print(f"{len(kept)} runs in {len(groups)} groups; wrote {', '.join(written)}")
     return 0
 
