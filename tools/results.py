@@ -601,7 +601,7 @@ def plot_family(family, summaries, group_by, out_dir, formats):
             fig.tight_layout()
         for ext in formats:
             path = os.path.join(out_dir, f"{family}_{name}.{ext}")
-            fig.savefig(path, dpi=120)
+            fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend can be wider than one panel
             written.append(path)
         plt.close(fig)
 
