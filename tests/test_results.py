@@ -119,6 +119,14 @@ def test_results_on_smoke_runs(smoke_runs, tmp_path, capsys):
             steps, values = results.read_scalars(run_dir)["eval/episodic_return"]
             finals.append(values[(steps > 200) & (steps <= 300)].mean())
         assert float(r["return_iqm"]) == pytest.approx(np.mean(finals))
+        # runs.csv: each run's own final return (the same by-hand value), and the IQM of final.csv is theirs
+        own = [x for x in read_csv(out / "runs.csv") if x["algorithm"] == script]
+        assert sorted(int(x["seed"]) for x in own) == [1, 2] and all(x["step"] == str(TOTAL) for x in own)
+        assert sorted(float(x["return"]) for x in own) == pytest.approx(sorted(finals))
+        assert float(r["return_iqm"]) == pytest.approx(results.iqm(np.array([[float(x["return"])] for x in own]))[0])
+        assert float(r["sparsity_iqm"]) == pytest.approx(np.mean([float(x["sparsity"]) for x in own]))
+        assert all(f"| {script} | Hopper-v4 | small | {x['seed']} | {TOTAL} |" in (out / "runs.md").read_text()
+                   for x in own)
     # PolyPruneSAC ends at --final-sparsity 0.9 (exact zero count: within one weight)
     assert float(rows["polyprune_sac_mujoco_jax"]["sparsity_iqm"]) == pytest.approx(0.9, abs=1e-3)
     # EauDeSAC's delivered sparsity is sparsity/selected (sparsity/network once the scripts log it), never the target's

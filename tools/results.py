@@ -33,7 +33,9 @@ misses the tag a metric needs, has no args.json or events, or comes from no know
 line and skipped; --include-unfinished keeps unfinished runs.
 
 Writes to --out: {family}_returns, {family}_sparsity, {family}_final_sparsity, {family}_pareto (one file per
---formats, default png; families: atari, atari_offline, mujoco), final.md and final.csv (IQM and CI per group).
+--formats, default png; families: atari, atari_offline, mujoco), final.md and final.csv (IQM and CI per group),
+runs.md and runs.csv (every run's own final return and sparsity, at its group's final step: with few seeds, read
+them beside the IQM).
 
 Comparison (--compare BASE, an exp_name): every other algorithm against BASE on the same env(s), network size and
 --group-by values, on the final return (per env; and pooled over games for Atari), written to compare.md / .csv:
@@ -505,6 +507,38 @@ def write_tables(summaries, group_by, out_dir):
     return rows
 
 
+def write_runs(summaries, group_by, out_dir):
+    """runs.csv / runs.md: one row per run (per-env groups only, not the Atari pools) with its own final return and
+    sparsity, read at its group's final step, the point the IQM of final.md is taken at."""
+    rows = []
+    for s in summaries:
+        g = s.group
+        if g.env.startswith("all (") or "return" not in s.final:
+            continue
+        step = s.final["return"][0]
+        at = int(np.flatnonzero(s.grid == step)[0])
+        for run in sorted(g.runs, key=lambda r: (r.args.get("seed", 0), r.name)):
+            values = {m: run_curve(run, m, s.grid) for m in ("return", "sparsity")}
+            rows.append({"family": g.family, "algorithm": g.algorithm, "env": g.env, "network_size": g.size,
+                         **dict(zip(group_by, g.extra)), "seed": run.args.get("seed"), "run": run.name, "step": step,
+                         "return_metric": return_name(g.family),
+                         **{m: (float(v[at]) if v is not None else math.nan) for m, v in values.items()}})
+    with open(os.path.join(out_dir, "runs.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])
+        writer.writeheader()
+        writer.writerows(rows)
+    head = ["algorithm", "env", "size", *group_by, "seed", "step", "final return", "final sparsity", "run"]
+    lines = ["# Every run", "", "Each run's final return and sparsity at its group's final step (final.md takes the IQM "
+             "there).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["algorithm"], r["env"], r["network_size"], *(r[k] for k in group_by), r["seed"], r["step"],
+                 fmt(r["return"], r["family"]), fmt(r["sparsity"], metric="sparsity"), r["run"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    with open(os.path.join(out_dir, "runs.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return rows
+
+
 def final_scores(group, points, report):
     """(runs, tasks) returns of the group at the last grid point where all its runs have one, and that step."""
     grid = step_grid(min(r.total for r in group.runs), points)
@@ -721,7 +755,8 @@ def main(argv=None):
     for family in sorted({s.group.family for s in summaries}):
         written += plot_family(family, [s for s in summaries if s.group.family == family], a.group_by, a.out, a.formats)
     write_tables(summaries, a.group_by, a.out)
-    written += [os.path.join(a.out, "final.md"), os.path.join(a.out, "final.csv")]
+    write_runs(summaries, a.group_by, a.out)
+    written += [os.path.join(a.out, n) for n in ("final.md", "final.csv", "runs.md", "runs.csv")]
     if a.compare and write_comparison(groups, a.compare, a.group_by, a.points, a.reps, a.seed, a.out, report):
         written += [os.path.join(a.out, "compare.md"), os.path.join(a.out, "compare.csv")]
     print(f"{len(kept)} runs in {len(groups)} groups; wrote {', '.join(written)}")
