@@ -47,17 +47,19 @@ def main():
     parser.add_argument("--steps", type=int, default=5000, help="updates on the shared batch stream")
     parser.add_argument("--seed", type=int, default=3)
     opts = parser.parse_args()
-    built = {}
+    learners = {}  # name -> (update, init_state arguments after the key, Args)
     for name, mod, argv in (("dense", dense, ["--final-sparsity", "0"]), ("eaude", eaude, ["--population-size", "1"])):
         args = tyro.cli(mod.Args, args=argv)
         actor = mod.Actor(action_dim=ACTION_DIM)
         critic = mod.VectorCritic(hidden=(mod.hidden_width(args.network_size),) * 2)
         optimizer = optax.adam(args.learning_rate)
-        built[name] = (mod.make_update(args, actor, critic, optimizer), actor, critic, optimizer, args)
+        learners[name] = (mod.make_update(args, actor, critic, optimizer), (actor, critic, optimizer, OBS_DIM, ACTION_DIM),
+                          args)
+    (dense_update, dense_nets, args), (eaude_update, eaude_nets, _) = learners["dense"], learners["eaude"]
     key = jax.random.key(opts.seed)
-    a = dense.init_state(key, *built["dense"][1:4], OBS_DIM, ACTION_DIM, built["dense"][4].ent_coef)
-    b, pop = eaude.init_state(key, *built["eaude"][1:4], OBS_DIM, ACTION_DIM, 1, built["eaude"][4].ent_coef)
-    c = dense.init_state(key, *built["dense"][1:4], OBS_DIM, ACTION_DIM, built["dense"][4].ent_coef)
+    a = dense.init_state(key, *dense_nets, args.ent_coef)
+    b, pop = eaude.init_state(key, *eaude_nets, 1, args.ent_coef)
+    c = dense.init_state(key, *dense_nets, args.ent_coef)
     c = c.replace(critic_params=jax.tree.map(lambda x: x * (1 + 1e-7), c.critic_params))
     b_critic = lambda: eaude.join_ensemble(eaude.member(pop["params"], 0))  # noqa: E731
     rng, cum, start = np.random.default_rng(opts.seed), jnp.zeros(1), time.time()
@@ -65,10 +67,10 @@ def main():
     print("step | drift K=1 vs dense: critic target actor | drift perturbed dense vs dense: critic target actor "
           "| qf_loss dense K=1 perturbed | log_alpha dense K=1 perturbed")
     for step in range(1, opts.steps + 1):
-        batch, k = random_batch(rng, built["dense"][4].batch_size), jax.random.fold_in(key, step)
-        a, am = built["dense"][0](a, batch, k)
-        pop, b, cum, bm = built["eaude"][0](pop, b, batch, k, 0, cum)
-        c, cm = built["dense"][0](c, batch, k)
+        batch, k = random_batch(rng, args.batch_size), jax.random.fold_in(key, step)
+        a, am = dense_update(a, batch, k)
+        pop, b, cum, bm = eaude_update(pop, b, batch, k, 0, cum)
+        c, cm = dense_update(c, batch, k)
         if step in report:
             print(f"{step} | {drift(b_critic(), a.critic_params):.1e} {drift(b.target_params, a.target_params):.1e} "
                   f"{drift(b.actor_params, a.actor_params):.1e} | {drift(c.critic_params, a.critic_params):.1e} "
