@@ -18,7 +18,10 @@ for what in $ONLY; do
     polyprune_sac) grid+=(polyprune_sac_mujoco_jax.py) ;;
     eaudesac_k5) grid+=(eaudesac_mujoco_jax.py --population-size 5) ;;
     eaudesac_k1) grid+=(eaudesac_mujoco_jax.py --population-size 1 --exp-name eaudesac_k1_mujoco_jax) ;;
-    *) echo "unknown run kind '$what' (sac, polyprune_sac, eaudesac_k5, eaudesac_k1)" >&2; exit 2 ;;
+    # Ablation (not in the default ONLY): K=5 with Eq. 3's xi ~ U(0, 0), so no member is ever pruned, while selection,
+    # tournament copies and Adam resets run as in eaudesac_k5. Separates the population mechanics from the pruning.
+    eaudesac_k5_alpha0) grid+=(eaudesac_mujoco_jax.py --population-size 5 --alpha 0 --exp-name eaudesac_k5_alpha0_mujoco_jax) ;;
+    *) echo "unknown run kind '$what' (sac, polyprune_sac, eaudesac_k5, eaudesac_k1, eaudesac_k5_alpha0)" >&2; exit 2 ;;
   esac
   grid+=(--env-id HalfCheetah-v4 --total-timesteps 100000 --save-model --seed "$seed")
 done
