@@ -172,6 +172,14 @@ BAD_FLAGS = {
 }
 
 
+# Every script refuses a negative seed (numpy's seeding would raise later); the SAC scripts name the Atari scripts when
+# given an Atari id
+for _script, _cases in BAD_FLAGS.items():
+    _cases.append((["--seed", "-1"], "--seed"))
+    if SCRIPTS[_script]["family"] == "mujoco":
+        _cases.append((["--env-id", "ALE/Pong-v5"], "eaudedqn_atari_jax.py"))
+
+
 def scripts_where(**conditions):
     return [name for name, info in SCRIPTS.items() if all(info.get(k) == v for k, v in conditions.items())]
 
