@@ -220,7 +220,7 @@ def test_polyprune_stops_on_a_non_finite_loss_and_keeps_its_checkpoint(tmp_path)
     (ckpt,) = checkpoints(tmp_path / "runs" / "r")
 
     def poison(state):
-        params = state["net"][0]
+        params = state["fields"]["params"]
         first = params["params"][sorted(params["params"])[0]]
         first["kernel"] = np.full_like(first["kernel"], np.nan)
 
