@@ -253,7 +253,7 @@ def test_a_nan_member_never_becomes_the_target_and_is_replaced(smoke):
             x[1] = np.nan
             return x
 
-        state["pop"]["params"] = jax.tree.map(nan_member_1, state["pop"]["params"])
+        state["fields"]["pop"]["params"] = jax.tree.map(nan_member_1, state["fields"]["pop"]["params"])
 
     rewrite_checkpoint(mod, ckpt, f"{script}.py", poison)
     out = run([*cmd, "--resume", "auto"], cwd)
