@@ -472,12 +472,10 @@ def sampling_probabilities(losses):
 # <<< shared: population
 
 
-# ALGO LOGIC: SAC state shared by the members, the population, and the update (K critic pairs, then Polyak target,
-# actor and temperature on the selected member, in one jit)
+# ALGO LOGIC: the state the members share, the population, the update (K critic pairs, then target, actor, temperature)
 @flax.struct.dataclass
 class SACState:
-    """What the K members share: the actor, the temperature and the Polyak target. The critic pairs are the
-    population, a dict of stacked "params", "masks" and "opt_state" kept beside this state; only they have masks."""
+    """What the K members share: actor, temperature, Polyak target (the masked critic pairs are the population)."""
 
     actor_params: dict
     actor_opt: optax.OptState
@@ -488,11 +486,8 @@ class SACState:
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6), static_argnames=("member_init",))
 def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_size, ent_coef=1.0, member_init="shared"):
-    """Fresh dense (state, pop): the actor's init and the K critic pairs' (one init copied K times when member_init is
-    "shared", K inits when "independent"), the target a copy of member 0's critics, log alpha = log(ent_coef). Each
-    member is kept in the split layout (a list of the two critics' trees: kernels ndim 2, biases ndim 1, what the
-    masking code expects), stacked on a leading K axis:
-    pop = {"params", "masks" (all True), "opt_state" (one fresh Adam state per member)}."""
+    """Fresh dense (state, pop): pop = {"params", "masks", "opt_state"} of K critic pairs (one init copied K times, or K
+    inits) in the split layout stacked on a K axis; the target a copy of member 0's critics; log alpha = log ent_coef."""
     actor_key, critic_key = jax.random.split(key)
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
     actor_params = actor.init(actor_key, obs)
@@ -510,12 +505,9 @@ def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_si
 
 
 def make_update(args, actor, critic, optimizer):
-    """Returns the jitted EauDeSAC step (pop, state, batch, key, k_star, cum_losses) -> (pop, state, cum_losses,
-    metrics). The target values y are computed once per batch (next actions sampled once from the actor, min of the
-    two target critics, entropy term) and every member takes its critic Adam step against that y (one vmap over the
-    members, mask re-applied); L_k += loss_k. Then the target moves by Polyak toward member k_star (a traced int: no
-    retrace when it changes) and the actor and temperature steps use critic k_star, with the entropy coefficient of
-    the start of the step. Metrics are means over the members."""
+    """Jitted (pop, state, batch, key, k_star, cum_losses) -> (pop, state, cum_losses, metrics): every member's critic
+    step against one y computed once per batch (L_k += loss_k), then Polyak target toward member k_star (traced: no
+    retrace), actor and temperature on critic k_star with the step's initial alpha; metrics are member means."""
     target_entropy = -float(actor.action_dim)
 
     def td_target(state, batch, alpha, key):
@@ -643,9 +635,8 @@ def main(args):
     update, (explore, exploit) = make_update(args, actor, critic, optimizer), make_act(actor)
     actor_size = sum(x.size for x in jax.tree.leaves(sac.actor_params))
 
-    # TRAINING STATE: everything a checkpoint holds (the delivered network is member k*'s critic pair, which drives the
-    # actor and which the target follows); sparsities: each member's sampled sparsity, the parents of Eq. 3;
-    # cum_losses: L_k since the last population update
+    # TRAINING STATE: everything a checkpoint holds (the delivered critic pair is member k*'s; sparsities: the sampled
+    # ones, parents of Eq. 3; cum_losses: L_k since the last population update)
     network_sparsity, nonzero = mask_stats(member(pop["masks"], 0))
     s = TrainState(step=0, sac=sac, pop=pop, sparsities=np.zeros(K), cum_losses=jnp.zeros(K), k_star=0,
                    rng=np.random.default_rng(args.seed), key=key, env=env, obs=obs,
@@ -718,8 +709,7 @@ def main(args):
     progress.update(args.total_timesteps, final=True,
                     **{"return": s.last_return, "eval": s.eval_return, "sparsity": s.network_sparsity})
 
-    # SAVE AND EVALUATE member k*'s critics (per-critic trees, as the masking code sees them) with its masks, and the
-    # actor; the final evaluation is of the saved model when there is one (it checks the file), else of the actor
+    # SAVE AND EVALUATE member k*'s critics (per-critic trees) with its masks and the actor; evaluate the saved file
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         with open(model_path, "wb") as f:

@@ -426,15 +426,13 @@ def init_state(key, actor, critic, optimizer, obs_dim, action_dim, alpha=1.0):
 
 
 def prune_critic(state, sparsity, scope="global"):
-    """Magnitude-prunes the critics to `sparsity` (one threshold over the kernels of both critics for the global
-    scope, per-layer ERK otherwise); masks only shrink. The actor, the temperature and the target are untouched."""
+    """Magnitude-prunes both critics to `sparsity` (masks only shrink); actor, temperature and target untouched."""
     mask = join_ensemble(make_mask(split_ensemble(state.critic_params), sparsity, split_ensemble(state.critic_mask), scope))
     return state.replace(critic_params=apply_mask(state.critic_params, mask), critic_mask=mask)
 
 
 def make_update(args, actor, critic, optimizer):
-    """Returns the jitted SAC step (state, batch, key) -> (state, metrics): critic step (mask re-applied), Polyak
-    target update, then actor and temperature steps, with the entropy coefficient of the start of the step."""
+    """Jitted (state, batch, key) -> (state, metrics): masked critic step, Polyak target, then actor and alpha steps."""
     target_entropy = -float(actor.action_dim)
 
     def critic_step(state, batch, alpha, key):
@@ -549,8 +547,7 @@ def main(args):
     t_start, t_end = pruning_steps(args.total_timesteps, args.pruning_start, args.pruning_end)
     actor_size = sum(x.size for x in jax.tree.leaves(sac.actor_params))
 
-    # TRAINING STATE: everything a checkpoint holds (the delivered network is the online critic pair, which drives the
-    # actor: sparsity/online and sparsity/network are one number here)
+    # TRAINING STATE: everything a checkpoint holds (the delivered critic pair is the online one: one sparsity)
     sparsity, nonzero = mask_stats(split_ensemble(sac.critic_mask))
     s = TrainState(step=0, sac=sac, key=key, env=env, obs=obs, rb=ReplayBuffer(args.buffer_size, obs_dim, action_dim,
                    seed=args.seed), learn_after=args.learning_starts, sparsity=sparsity, nonzero=nonzero,
@@ -600,8 +597,7 @@ def main(args):
             logger.scalars(global_step, **{"eval/episodic_return": s.eval_return})
             progress.pause(time.time() - eval_start)
 
-        # TRY NOT TO MODIFY: metrics every 100 steps, the progress line, checkpoints (periodic, or on a signal) of finite
-        # weights only
+        # TRY NOT TO MODIFY: metrics every 100 steps, the progress line, checkpoints (of finite weights only)
         if global_step % 100 == 0:
             values = {"charts/SPS": progress.sps(global_step), "sparsity/online": s.sparsity,
                       "sparsity/network": s.sparsity, "charts/nonzero_params": s.nonzero + actor_size}
@@ -619,8 +615,7 @@ def main(args):
     progress.update(args.total_timesteps, final=True,
                     **{"return": s.last_return, "eval": s.eval_return, "sparsity": s.sparsity})
 
-    # SAVE AND EVALUATE the critics (per-critic trees, as the masking code sees them) with their masks, and the actor;
-    # the final evaluation is of the saved model when there is one (it checks the file), else of the actor in memory
+    # SAVE AND EVALUATE the critics (per-critic trees) with their masks and the actor; evaluate the saved file if any
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         with open(model_path, "wb") as f:
