@@ -292,7 +292,7 @@ def test_resumed_run_goes_on_in_the_same_wandb_run(smoke, tmp_path):
 
 
 @pytest.mark.parametrize("rows", [4, 10, 23])  # not full, exactly full, wrapped around
-def test_buffer_state_round_trip_before_and_after_wrap_around(rows):
+def test_buffer_snapshot_round_trip_before_and_after_wrap_around(rows):
     import polyprune_sac_mujoco_jax as m
 
     rng = np.random.default_rng(0)
@@ -300,10 +300,11 @@ def test_buffer_state_round_trip_before_and_after_wrap_around(rows):
     for i in range(rows):
         buffer.add(rng.normal(size=3), rng.uniform(-1, 1, 2), float(i), i % 7 == 6, False, rng.normal(size=3))
     buffer.sample(2)  # moves its RNG
-    scalars, arrays = m.buffer_state(buffer)
+    state, arrays = m.snapshot(m.TrainState(rb=buffer))
+    assert sorted(arrays) == [f"rb.{name}" for name in ("actions", "finals", "obs", "rewards", "terminals")], arrays
     assert all(len(a) == min(buffer.size, 10) for a in arrays.values()), "only the rows it holds are written"
     restored = m.ReplayBuffer(10, 3, 2, seed=99)
-    m.set_buffer_state(restored, pickle.loads(pickle.dumps(scalars)), arrays)
+    m.restore(m.TrainState(rb=restored), (None, pickle.loads(pickle.dumps(state)), arrays))
     for name in ("obs", "actions", "rewards", "terminals", "finals"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name))
     assert (restored.ptr, restored.size) == (buffer.ptr, buffer.size)
