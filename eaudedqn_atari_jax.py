@@ -1,5 +1,6 @@
 # EauDeDQN: DQN whose population of sparse online networks discovers its own sparsity schedule (Eau De Q-Network). Docs: README.md
 import atexit
+import contextlib
 import copy
 import glob
 import hashlib
@@ -739,8 +740,12 @@ class Progress:
         self.sps_step, self.sps_time = step, now
         return int((step - last_step) / max(now - last_time, 1e-9))
 
-    def pause(self, seconds):
-        self.started, self.sps_time = self.started + seconds, self.sps_time + seconds
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent in `with progress.paused():` (evaluation, data loading) counts in no steps/s."""
+        start = time.time()
+        yield
+        self.started, self.sps_time = self.started + time.time() - start, self.sps_time + time.time() - start
 
     def update(self, step, final=False, **fields):
         now = time.time()
@@ -908,7 +913,7 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     _write_synced(os.path.join(tmp, "state.pkl"), lambda f: pickle.dump(state, f, protocol=5))
     for name, value in arrays.items():
         _write_synced(os.path.join(tmp, f"{name}.npy"), lambda f: np.save(f, value, allow_pickle=False))
-    meta = {"format": 1, "script": script, "step": step, "args": vars(args), "files": {
+    meta = {"format": 2, "script": script, "step": step, "args": vars(args), "files": {
         n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": _sha256(os.path.join(tmp, n))}
         for n in ["state.pkl", *(f"{name}.npy" for name in arrays)]}}
     _write_synced(os.path.join(tmp, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
@@ -946,6 +951,9 @@ def read_checkpoint(path, script, args):
         files = meta["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from None
+    if meta.get("format") != 2:
+        raise CheckpointError(f"{meta_path}: checkpoint format {meta.get('format')}, this script reads format 2 (an older "
+                              f"layout of the training state); start the run again without --resume")
     if meta.get("script") != script:
         raise CheckpointError(f"{meta_path}: a checkpoint of {meta.get('script')}, not of {script}")
     saved, now = meta.get("args", {}), vars(args)
@@ -983,10 +991,10 @@ def start_run(args):
 
 class Checkpointer:
     """checkpointer(s) saves the TrainState every --checkpoint-frequency steps, and on SIGTERM/SIGUSR1 (SLURM) or Ctrl-C
-    (a second one stops at once), after which it exits with EXIT_PREEMPTED."""
+    (a second one stops at once), after which it exits with EXIT_PREEMPTED. check(s) runs before each save."""
 
-    def __init__(self, args, logger, total):
-        self.args, self.logger, self.total, self.signal = args, logger, total, None
+    def __init__(self, args, logger, total, check=None):
+        self.args, self.logger, self.total, self.check, self.signal = args, logger, total, check, None
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self.handle)
 
@@ -999,7 +1007,9 @@ class Checkpointer:
     def __call__(self, s):
         every = self.args.checkpoint_frequency
         if self.signal or (every and s.step % every == 0 and s.step < self.total):
-            state, arrays = snapshot(s, self.args.checkpoint_replay)
+            if self.check is not None:
+                self.check(s)
+            state, arrays = snapshot(s, getattr(self.args, "checkpoint_replay", True))
             path, size, seconds = save_checkpoint(self.logger.dir, s.step, SCRIPT, self.args,
                                                   dict(state, logger=self.logger.state()), arrays)
             print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)

@@ -1,5 +1,6 @@
 # PolyPruneDQN: DQN with gradual magnitude pruning (cubic schedule), the EauDeQN paper's baseline. Docs: README.md
 import atexit
+import contextlib
 import copy
 import glob
 import hashlib
@@ -462,7 +463,10 @@ def main(args):
     if checkpoint and not checkpoint[2]:  # no replay buffer in the checkpoint: the episode goes on, the buffer restarts
         s.rb.ptr, s.rb.size, s.rb.episode_open, s.learn_after = 0, 0, False, s.step + args.learning_starts
         print(f"the checkpoint holds no replay buffer: refilling it, training again after step {s.learn_after:,}")
-    checkpointer, progress = Checkpointer(args, logger, args.total_timesteps), Progress(args.total_timesteps, s.step)
+    # checkpoints never hold non-finite weights
+    checkpointer = Checkpointer(args, logger, args.total_timesteps,
+                                check=lambda s: stop_if_not_finite(s.step, "parameters", s.params, logger.dir))
+    progress = Progress(args.total_timesteps, s.step)
 
     # TRAINING LOOP
     for global_step in range(s.step + 1, args.total_timesteps + 1):
@@ -515,9 +519,6 @@ def main(args):
                 values.update({"losses/td_loss": float(s.loss), "losses/q_values": float(s.q_mean)})
             logger.scalars(global_step, **values)
             progress.update(global_step, SPS=values["charts/SPS"], **{"return": s.last_return, "sparsity": s.online_sparsity})
-        if checkpointer.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
-                                   and global_step < args.total_timesteps):  # no checkpoint holds non-finite weights
-            stop_if_not_finite(global_step, "parameters", s.params, logger.dir)
         checkpointer(s)
     progress.update(args.total_timesteps, final=True, **{"return": s.last_return, "sparsity": s.online_sparsity})
 
@@ -651,8 +652,12 @@ class Progress:
         self.sps_step, self.sps_time = step, now
         return int((step - last_step) / max(now - last_time, 1e-9))
 
-    def pause(self, seconds):
-        self.started, self.sps_time = self.started + seconds, self.sps_time + seconds
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent in `with progress.paused():` (evaluation, data loading) counts in no steps/s."""
+        start = time.time()
+        yield
+        self.started, self.sps_time = self.started + time.time() - start, self.sps_time + time.time() - start
 
     def update(self, step, final=False, **fields):
         now = time.time()
@@ -820,7 +825,7 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     _write_synced(os.path.join(tmp, "state.pkl"), lambda f: pickle.dump(state, f, protocol=5))
     for name, value in arrays.items():
         _write_synced(os.path.join(tmp, f"{name}.npy"), lambda f: np.save(f, value, allow_pickle=False))
-    meta = {"format": 1, "script": script, "step": step, "args": vars(args), "files": {
+    meta = {"format": 2, "script": script, "step": step, "args": vars(args), "files": {
         n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": _sha256(os.path.join(tmp, n))}
         for n in ["state.pkl", *(f"{name}.npy" for name in arrays)]}}
     _write_synced(os.path.join(tmp, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
@@ -858,6 +863,9 @@ def read_checkpoint(path, script, args):
         files = meta["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from None
+    if meta.get("format") != 2:
+        raise CheckpointError(f"{meta_path}: checkpoint format {meta.get('format')}, this script reads format 2 (an older "
+                              f"layout of the training state); start the run again without --resume")
     if meta.get("script") != script:
         raise CheckpointError(f"{meta_path}: a checkpoint of {meta.get('script')}, not of {script}")
     saved, now = meta.get("args", {}), vars(args)
@@ -895,10 +903,10 @@ def start_run(args):
 
 class Checkpointer:
     """checkpointer(s) saves the TrainState every --checkpoint-frequency steps, and on SIGTERM/SIGUSR1 (SLURM) or Ctrl-C
-    (a second one stops at once), after which it exits with EXIT_PREEMPTED."""
+    (a second one stops at once), after which it exits with EXIT_PREEMPTED. check(s) runs before each save."""
 
-    def __init__(self, args, logger, total):
-        self.args, self.logger, self.total, self.signal = args, logger, total, None
+    def __init__(self, args, logger, total, check=None):
+        self.args, self.logger, self.total, self.check, self.signal = args, logger, total, check, None
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self.handle)
 
@@ -911,7 +919,9 @@ class Checkpointer:
     def __call__(self, s):
         every = self.args.checkpoint_frequency
         if self.signal or (every and s.step % every == 0 and s.step < self.total):
-            state, arrays = snapshot(s, self.args.checkpoint_replay)
+            if self.check is not None:
+                self.check(s)
+            state, arrays = snapshot(s, getattr(self.args, "checkpoint_replay", True))
             path, size, seconds = save_checkpoint(self.logger.dir, s.step, SCRIPT, self.args,
                                                   dict(state, logger=self.logger.state()), arrays)
             print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
