@@ -321,3 +321,16 @@ def test_resume_auto_finds_an_atari_run_by_its_default_name(tmp_path):
     assert resumed.returncode == 0 and "resuming ALE/Pong-v5__polyprune_dqn_atari_jax__1__" in resumed.stdout
     assert len(glob.glob(str(tmp_path / "runs" / "*" / "*" / "args.json"))) == 1
     assert not glob.glob(str(tmp_path / "runs" / "*" / "args.json")), "a second run folder was made"
+
+
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path):
+    """A checkpoint whose meta.json names another format (the training state's layout) is refused, naming the format."""
+    import polyprune_sac_mujoco_jax as m
+
+    args = tyro.cli(m.Args, args=[])
+    path, _, _ = m.save_checkpoint(str(tmp_path), 100, "polyprune_sac_mujoco_jax.py", args, {"step": 100}, {})
+    assert m.read_checkpoint(path, "polyprune_sac_mujoco_jax.py", args)[0]["format"] == 2
+    meta = json.load(open(os.path.join(path, "meta.json")))
+    json.dump(dict(meta, format=1), open(os.path.join(path, "meta.json"), "w"))
+    with pytest.raises(m.CheckpointError, match="format 1"):
+        m.read_checkpoint(path, "polyprune_sac_mujoco_jax.py", args)
