@@ -1,5 +1,7 @@
 # EauDeCQL: offline CQL whose population of sparse Q-networks discovers its own sparsity schedule (Eau De Q-Network). Docs: README.md
+import atexit
 import collections
+import contextlib
 import copy
 import glob
 import gzip
@@ -12,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+import types
 import zlib
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -33,7 +36,7 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (W&B and openrlbenchmark group runs by it)"""
     seed: int = 1
-    """seed of the experiment (python, numpy, jax, the checkpoint and batch draws, the evaluation environment)"""
+    """seed of the experiment (python, numpy, jax and the environment)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "eaudeqn"
@@ -41,20 +44,15 @@ class Args:
     wandb_entity: Optional[str] = None
     """the entity (team) of wandb's project"""
     capture_video: bool = False
-    """whether to capture videos of the evaluation episodes (check out `videos` folder)"""
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
-    """whether to save the target network's params and masks (the last selected member, the evaluated agent) into
-    `runs/{run_name}`"""
+    """whether to save params and masks (the target network, evaluated after each epoch) into `runs/{run_name}`"""
     run_name: Optional[str] = None
     """the run folder runs/{run_name} (default {env_id}__{exp_name}__{seed}__{unix time}); give one to resume by name"""
     checkpoint_frequency: int = 62_500
-    """gradient steps between checkpoints of the whole training state into runs/{run_name}/checkpoint (0: none, but a
-    SIGTERM, SIGUSR1 or Ctrl-C still writes one before exiting with status 75)"""
+    """steps between checkpoints into runs/{run_name}/checkpoint (0: none; a SIGTERM, SIGUSR1 or Ctrl-C still writes one)"""
     resume: Optional[str] = None
-    """auto: go on from the newest complete checkpoint of this run (--run-name, else the newest
-    runs/{env_id}__{exp_name}__{seed}__*), or start fresh if there is none; or a checkpoint or run folder. A resumed
-    run continues exactly as if it had never stopped (same params, loaded data, RNGs, env state
-    and logged points); the dataset's files are read again"""
+    """auto (this run's newest checkpoint, else start fresh) or a checkpoint or run folder; the run goes on exactly"""
 
     env_id: str = "ALE/Pong-v5"
     """the id of the game the dataset was recorded on (a gymnasium ALE v5 id); the evaluation plays it"""
@@ -100,48 +98,9 @@ class Args:
     prune_scope: Literal["global", "erk"] = "global"
     """global: one magnitude threshold over all kernels; erk: per-layer top-k with Erdos-Renyi-Kernel allocation"""
     member_init: Literal["independent", "shared"] = "independent"
-    """independent: K inits (AdaDQN's choice, the spec's); shared: one dense init copied K times. The target is a hard
-    copy of one member, so it never blends lineages, and lineages merge within a few selections (README, "One init or
-    K inits")"""
+    """independent: K inits (AdaDQN's, the spec's); shared: one dense init copied K times (docs/offline.md)"""
     population_step: Literal["auto", "vmap", "unrolled"] = "auto"
-    """how the one jitted update runs the K members: vmap, or a loop unrolled at trace time (same results); auto picks
-    vmap on GPU/TPU and for K=1, unrolled on CPU, where XLA's batched (grouped) convolutions are about 2x slower"""
-
-
-# >>> shared: cli
-class ArgError(ValueError):
-    """A flag value that cannot run; main prints it as one line and exits with status 2."""
-
-
-def check(ok, message):
-    if not ok:
-        raise ArgError(message)
-
-
-def available_memory_bytes():
-    """Memory this process can still allocate without swapping (MemAvailable on Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def parse_or_exit(args_cls, validate, argv=None):
-    """Parses the CLI with tyro, then validates; a bad value ends the program with one line on stderr."""
-    args = tyro.cli(args_cls, args=argv)
-    try:
-        validate(args)
-    except ArgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return args
-
-
-# <<< shared: cli
+    """how the update runs the K members: vmap, or unrolled (same results); auto: unrolled on CPU, else vmap"""
 
 
 # >>> atari: environment
@@ -223,7 +182,9 @@ class QNetwork(nn.Module):
 
 # >>> atari_offline: dataset
 class DatasetError(ValueError):
-    """Missing or malformed data; main prints it as one line naming the file and exits with status 1."""
+    """Missing or malformed data: one `error:` line naming the file and exit status 1."""
+
+    one_line = True
 
 
 REPLAY_ARRAYS = ("observation", "action", "reward", "terminal")  # stored as $store$_{name}_ckpt.{suffix}.gz
@@ -514,317 +475,7 @@ def mask_stats(mask):
 # <<< shared: masking
 
 
-# >>> shared: logging
-class Progress:
-    """One status line for people: redrawn in place on a terminal, one line a minute (and at the end) otherwise."""
-
-    def __init__(self, total, stream=sys.stderr):
-        self.total, self.stream = total, stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.interval = 0.5 if self.tty else 60.0
-        self.last = time.time()
-
-    def update(self, step, final=False, **fields):
-        now = time.time()
-        if not final and now - self.last < self.interval:
-            return
-        self.last = now
-        parts = [f"{step:,}/{self.total:,} steps ({100.0 * step / self.total:.1f}%)"]
-        parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items() if v is not None]
-        line = " | ".join(parts)
-        if self.tty:
-            self.stream.write("\r" + line[:200].ljust(120) + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-class Logger:
-    """Scalars to runs/{run_name} (TensorBoard events, mirrored to W&B with --track) and args.json. `restored` is what
-    state() returned when a checkpoint was written: the event files are cut back to it and the same W&B run goes on."""
-
-    def __init__(self, args, run_name, restored=None):
-        self.dir = f"runs/{run_name}"
-        os.makedirs(self.dir, exist_ok=True)
-        self.wandb_id = None
-        if restored is not None:
-            rewind_tensorboard(self.dir, restored["event_files"])
-            self.wandb_id = restored["wandb_id"]
-        if args.track:
-            import wandb
-
-            run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                             config=vars(args), name=run_name, monitor_gym=True, save_code=True, id=self.wandb_id,
-                             resume="allow" if self.wandb_id else None)
-            self.wandb_id = run.id
-        self.writer = Writer(self.dir)
-        with open(f"{self.dir}/args.json", "w") as f:
-            json.dump(vars(args), f, indent=2)
-
-    def scalars(self, step, **values):
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, float(value), int(step))
-
-    def state(self):
-        self.writer.flush()
-        return {"event_files": tensorboard_files(self.dir), "wandb_id": self.wandb_id}
-
-    def close(self):
-        self.writer.close()
-
-
-# <<< shared: logging
-
-
-# >>> shared: checkpoint
-EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: a checkpoint was written on a signal; rerun with --resume auto to go on
-# flags that may differ between a run and its resumption (they do not change what is computed)
-OPERATIONAL_FLAGS = ("track", "wandb_project_name", "wandb_entity", "capture_video", "save_model", "checkpoint_frequency",
-                     "checkpoint_replay", "resume", "run_name")
-# the state of each gymnasium wrapper the scripts use, by class name (the core env's state is the family's env_core_state)
-WRAPPER_STATE = {"TimeLimit": ("_elapsed_steps",), "OrderEnforcing": ("_has_reset",), "PassiveEnvChecker": (),
-                 "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count", "episode_start_time",
-                                             "return_queue", "length_queue", "time_queue"),
-                 "AtariPreprocessing": ("obs_buffer", "game_over", "lives"), "FrameStackObservation": ("obs_queue",),
-                 "RecordVideo": ()}
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be written or resumed; main prints it as one line and exits with status 1."""
-
-
-class Preemption:
-    """SIGTERM and SIGUSR1 (what SLURM sends before a time limit or a preemption) and SIGINT (Ctrl-C) ask for a
-    checkpoint at the next step boundary; the script then exits with EXIT_PREEMPTED. A second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.signal = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-        print(f"{self.signal}: writing a checkpoint at the next step boundary, then exiting", file=sys.stderr, flush=True)
-
-
-def env_state(env, core_state):
-    """Everything a gymnasium env chain holds between steps: each wrapper's counters and buffers, the core env's
-    simulator state (core_state(unwrapped)), its np_random and the action space's RNG."""
-    layers, e = [], env
-    while isinstance(e, gym.Wrapper):
-        name = type(e).__name__
-        if name not in WRAPPER_STATE:
-            raise CheckpointError(f"cannot checkpoint an env wrapped in {name} (its state is unknown to WRAPPER_STATE)")
-        layers.append({a: copy.deepcopy(getattr(e, a)) for a in WRAPPER_STATE[name]})
-        e = e.env
-    return {"wrappers": layers, "core": core_state(e), "np_random": e.np_random.bit_generator.state,
-            "action_space": env.action_space.np_random.bit_generator.state}
-
-
-def set_env_state(env, state, set_core_state):
-    e = env
-    for layer in state["wrappers"]:
-        for a, value in layer.items():
-            setattr(e, a, copy.deepcopy(value))
-        e = e.env
-    set_core_state(e, state["core"])
-    e.np_random.bit_generator.state = state["np_random"]
-    env.action_space.np_random.bit_generator.state = state["action_space"]
-
-
-def buffer_state(buffer, with_arrays=True):
-    """(scalars, arrays) of a replay buffer object: its numpy arrays apart (written as .npy files), the rest pickled.
-    A ring buffer that has not wrapped yet (size < capacity) holds rows 0..size-1 only: just those are written."""
-    arrays = {k: v for k, v in vars(buffer).items() if isinstance(v, np.ndarray)}
-    scalars = {k: copy.deepcopy(v.bit_generator.state if isinstance(v, np.random.Generator) else v)
-               for k, v in vars(buffer).items() if k not in arrays}
-    if getattr(buffer, "size", None) is not None and buffer.size < getattr(buffer, "capacity", 0):
-        arrays = {k: v[:buffer.size] for k, v in arrays.items()}
-    return scalars, (arrays if with_arrays else {})
-
-
-def set_buffer_state(buffer, scalars, arrays):
-    for k, v in scalars.items():
-        if isinstance(getattr(buffer, k, None), np.random.Generator):
-            getattr(buffer, k).bit_generator.state = v
-        else:
-            setattr(buffer, k, v)
-    for k, v in arrays.items():
-        getattr(buffer, k)[:len(v)] = v  # rows past a saved prefix are still the fresh buffer's zeros
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def complete_checkpoints(run_dir):
-    """The complete checkpoints of a run folder, oldest first (complete once renamed from tmp_... to step_{12 digits})."""
-    paths = glob.glob(os.path.join(run_dir, "checkpoint", "step_*"))
-    return sorted(p for p in paths if len(os.path.basename(p)) == 17 and os.path.basename(p)[5:].isdigit())
-
-
-def save_checkpoint(run_dir, step, script, args, state, arrays):
-    """Writes runs/{run}/checkpoint/step_{step}: state.pkl (the pickled training state), one .npy per array and
-    meta.json (script, flags, sizes and SHA-256 of every file), into a temporary folder whose files and folder are
-    fsynced before it is renamed: a checkpoint is visible only when complete. Older checkpoints are deleted after.
-    Returns (path, bytes, seconds)."""
-    start, root = time.time(), os.path.join(run_dir, "checkpoint")
-    final = os.path.join(root, f"step_{step:012d}")
-    tmp = os.path.join(root, f"tmp_{step:012d}_{os.getpid()}")
-    os.makedirs(tmp, exist_ok=True)
-    files = {"state.pkl": None, **{f"{name}.npy": value for name, value in arrays.items()}}
-    for name, value in files.items():
-        with open(os.path.join(tmp, name), "wb") as f:
-            if value is None:
-                pickle.dump(state, f, protocol=5)
-            else:
-                np.save(f, value, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-    meta = {"format": 1, "script": script, "step": step, "args": vars(args),
-            "files": {name: {"bytes": os.path.getsize(os.path.join(tmp, name)), "sha256": _sha256(os.path.join(tmp, name))}
-                      for name in files}}
-    with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync(tmp)
-    if os.path.exists(final):  # the same step again (a signal right after a resume): the state is the same
-        shutil.rmtree(tmp)
-    else:
-        os.rename(tmp, final)
-        _fsync(root)
-    for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "tmp_*")):
-        shutil.rmtree(old, ignore_errors=True)
-    return final, sum(m["bytes"] for m in meta["files"].values()), time.time() - start
-
-
-def find_checkpoint(resume, run_dir_pattern):
-    """The checkpoint folder --resume names: `auto` = the newest complete checkpoint of the newest run folder
-    matching run_dir_pattern that has one (None if there is none: the run starts fresh); else a checkpoint folder
-    or a run folder (its newest complete checkpoint), which must exist."""
-    if resume == "auto":
-        for run_dir in sorted(glob.glob(run_dir_pattern), key=os.path.getmtime, reverse=True):
-            if complete_checkpoints(run_dir):
-                return complete_checkpoints(run_dir)[-1]
-        return None
-    if os.path.isfile(os.path.join(resume, "meta.json")):
-        return resume.rstrip("/")
-    if os.path.isdir(resume) and complete_checkpoints(resume):
-        return complete_checkpoints(resume)[-1]
-    raise CheckpointError(f"--resume {resume}: no complete checkpoint there (a checkpoint folder holds meta.json; a run "
-                          f"folder holds checkpoint/step_*)")
-
-
-def read_checkpoint(path, script, args):
-    """Checks that the checkpoint at `path` is complete, intact, from `script` and from compatible flags, then
-    returns (meta, state, arrays). Raises CheckpointError naming the file and the problem; touches nothing."""
-    meta_path = os.path.join(path, "meta.json")
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        files = meta["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from None
-    if meta.get("script") != script:
-        raise CheckpointError(f"{meta_path}: a checkpoint of {meta.get('script')}, not of {script}")
-    saved, now = meta.get("args", {}), vars(args)
-    differ = sorted(k for k in set(saved) | set(now) if k not in OPERATIONAL_FLAGS and saved.get(k) != now.get(k))
-    if differ:
-        raise CheckpointError(f"{meta_path}: flags differ from the checkpoint's: " +
-                              ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})" for k in differ))
-    for name, info in files.items():
-        file = os.path.join(path, name)
-        if not os.path.isfile(file) or os.path.getsize(file) != info["bytes"] or _sha256(file) != info["sha256"]:
-            raise CheckpointError(f"{file}: missing, truncated or corrupt (size or SHA-256 differs from meta.json)")
-    with open(os.path.join(path, "state.pkl"), "rb") as f:
-        state = pickle.load(f)
-    arrays = {name[:-len(".npy")]: np.load(os.path.join(path, name), mmap_mode="r", allow_pickle=False)
-              for name in files if name.endswith(".npy")}  # memory-mapped: copied once, into the buffer
-    return meta, state, arrays
-
-
-def check_checkpoint_args(args):
-    check(args.checkpoint_frequency >= 0, f"--checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
-    check(args.run_name is None or (args.run_name and "/" not in args.run_name and args.run_name not in (".", "..")),
-          f"--run-name must be a folder name (no '/'), got {args.run_name!r}")
-    check(args.resume is None or args.resume == "auto" or os.path.exists(args.resume),
-          f"--resume {args.resume}: no such checkpoint or run folder (use auto, or a path)")
-
-
-def start_run(args, script):
-    """(run_name, checkpoint) of this invocation. With --resume: the run folder of the checkpoint it names and the
-    loaded (meta, state, arrays), after every check; with `auto` and no checkpoint yet, or without --resume: a fresh
-    run (--run-name, else {env_id}__{exp_name}__{seed}__{unix time}) and None. A checkpoint that cannot be resumed
-    ends the program with one line on stderr (status 1) before anything is written."""
-    try:
-        path = None
-        if args.resume is not None:
-            pattern = f"runs/{args.run_name}" if args.run_name else f"runs/{args.env_id}__{args.exp_name}__{args.seed}__*"
-            path = find_checkpoint(args.resume, pattern)
-        if path is None:
-            return args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
-        # the run folder is runs/{run_name}, and Atari run names hold a folder ("ALE/Pong-v5__...")
-        run_name = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(path))), os.path.abspath("runs"))
-        if run_name.startswith(".."):
-            raise CheckpointError(f"{path}: not under ./runs; resume from the folder that holds the run's runs/")
-        checkpoint = read_checkpoint(path, script, args)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"resuming {run_name} at step {checkpoint[0]['step']:,} from {path}", flush=True)
-    return run_name, checkpoint
-
-
-def tensorboard_files(run_dir):
-    """{event file name: size} after a flush: what rewind_tensorboard keeps on resume."""
-    return {os.path.basename(p): os.path.getsize(p) for p in glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))}
-
-
-def rewind_tensorboard(run_dir, kept):
-    """Cuts the run folder's event files back to what they held at the checkpoint: files written later are deleted,
-    the others truncated to their recorded size, so a resumed run logs no point twice."""
-    for p in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
-        name = os.path.basename(p)
-        if name not in kept:
-            os.remove(p)
-        elif os.path.getsize(p) > kept[name]:
-            os.truncate(p, kept[name])
-
-
-def stop_if_not_finite(step, what, values, run_dir):
-    """Ends the run with one line when a loss or a parameter is NaN or infinite, before it can reach a checkpoint:
-    the last complete checkpoint (from before the divergence) is kept."""
-    if all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(values)):
-        return
-    kept = complete_checkpoints(run_dir)
-    print(f"error: non-finite {what} at step {step:,}: the run stops here; last checkpoint kept: "
-          f"{kept[-1] if kept else 'none'}", file=sys.stderr)
-    sys.exit(1)
-
-
-# <<< shared: checkpoint
-
-
 # >>> shared: population
-class Diverged(RuntimeError):
-    """No member has a finite cumulated loss and finite weights; main prints it as one line and exits with status 1."""
-
-
 def tournament(rng, losses, tournament_size):
     """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without
     replacement, each won by its lowest loss. A non-finite loss (NaN or +-inf) never wins: a tournament whose
@@ -914,12 +565,6 @@ def sampling_probabilities(losses):
     return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
 
 
-def exit_diverged(e, logger):
-    print(f"error: {e}", file=sys.stderr)
-    logger.close()
-    sys.exit(1)
-
-
 # <<< shared: population
 
 
@@ -986,79 +631,31 @@ def evaluate(params, greedy, env, eval_episodes, epsilon=0.01, rng=None):
     return returns, lengths
 
 
-def check_offline_cql_args(args):
-    """Checks shared by the offline CQL scripts (schedule of epochs, dataset sizes, CQL hyperparameters, evaluation)."""
-    check(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
-    check(args.steps_per_epoch >= 1, f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
-    check(args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}")
-    check(args.adam_eps > 0, f"--adam-eps must be > 0, got {args.adam_eps}")
-    check(args.checkpoints_per_epoch >= 1, f"--checkpoints-per-epoch must be >= 1, got {args.checkpoints_per_epoch}")
-    check(args.transitions_per_checkpoint >= FixedReplayBuffer.STACK + 1,
-          f"--transitions-per-checkpoint must be >= {FixedReplayBuffer.STACK + 1} (a 4-frame state and its next row), "
-          f"got {args.transitions_per_checkpoint}")
-    check(0.0 <= args.gamma <= 1.0, f"--gamma must be in [0, 1], got {args.gamma}")
-    check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
-    check(args.target_update_period >= 1, f"--target-update-period must be >= 1, got {args.target_update_period}")
-    check(args.cql_alpha >= 0.0, f"--cql-alpha must be >= 0, got {args.cql_alpha}")
-    check(args.max_episode_steps >= 1, f"--max-episode-steps must be >= 1, got {args.max_episode_steps}")
-    check(args.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    check(0.0 <= args.eval_epsilon <= 1.0, f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
-    hidden_width(args.network_size)
-    check(bool(args.dataset_dir), "--dataset-dir must name a replay_logs folder")
-    check_atari_env_id(args.env_id)
-    FixedReplayBuffer.check_memory(args.checkpoints_per_epoch, args.transitions_per_checkpoint)
-
-
-def exit_on_dataset_error(e, logger=None):
-    print(f"error: {e}", file=sys.stderr)
-    if logger is not None:
-        logger.close()
-    sys.exit(1)
-
-
 # <<< atari_offline: cql
 
 
-def validate(args):
-    check_offline_cql_args(args)
-    check_checkpoint_args(args)
-    check(args.population_size >= 1, f"--population-size must be >= 1, got {args.population_size}")
-    check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
-          f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
-    check(args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}")
-    check(0.0 <= args.beta <= 1.0, f"--beta must be in [0, 1], got {args.beta}")
-
-
-if __name__ == "__main__":
-    args = parse_or_exit(Args, validate)
-    run_name, checkpoint = start_run(args, os.path.basename(__file__))
+def main(args):
+    # INIT RUN: the run name (a resumed run goes on in its own folder), seeding
+    run_name, checkpoint = start_run(args)
     total_steps = args.epochs * args.steps_per_epoch
-
-    # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
-    rng = np.random.default_rng(args.seed)  # tournaments and Eq. 3 sampling (host side)
-    key = jax.random.key(args.seed)
-    key, q_key = jax.random.split(key)
+    _, q_key = jax.random.split(jax.random.key(args.seed))
 
+    # INIT ENV: the game the dataset was recorded on, played by the evaluation
     env = make_env(args.env_id, args.seed, 0, args.capture_video, run_name, args.max_episode_steps)()
     assert isinstance(env.action_space, gym.spaces.Discrete), "only discrete action space is supported"
     env.reset(seed=args.seed)
 
-    # the dataset is checked, and the first epoch's rows read, before anything is written
-    try:
-        rb = FixedReplayBuffer(args.dataset_dir, args.checkpoints_per_epoch, args.transitions_per_checkpoint,
-                               num_actions=env.action_space.n, seed=args.seed)
-        if checkpoint is None:
-            loaded = rb.reload()
-        else:
-            rb.restore(checkpoint[1]["rb"])
-            loaded = checkpoint[1]["rb"]["suffixes"]
-    except DatasetError as e:
-        exit_on_dataset_error(e)
-    logger = Logger(args, run_name, restored=checkpoint[1]["logger"] if checkpoint else None)
-    print(f"dataset {args.dataset_dir}: {len(rb.suffixes)} checkpoints; loaded {loaded} ({rb.nbytes() / 1e6:.0f} MB)")
+    # INIT DATA: every dataset checkpoint's headers are checked and the first epoch's rows read (a resumed run reads
+    # its checkpoint's) before anything is written
+    rb = FixedReplayBuffer(args.dataset_dir, args.checkpoints_per_epoch, args.transitions_per_checkpoint,
+                           num_actions=env.action_space.n, seed=args.seed)
+    if checkpoint is None:
+        rb.reload()
 
+    # INIT POPULATION: K dense online networks (independent inits, or one copied K times), each with its own mask and
+    # Adam state; the target is a copy of member 0
     K = args.population_size
     q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
     optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
@@ -1066,113 +663,494 @@ if __name__ == "__main__":
     q_keys = jax.random.split(q_key, K) if args.member_init == "independent" else jnp.stack([q_key] * K)
     params = jax.jit(jax.vmap(q_network.init, in_axes=(0, None)))(q_keys, dummy_obs)
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
-    target_params = member(pop["params"], 0)
-    target_mask = member(pop["masks"], 0)
-    sparsities = np.zeros(K)  # sampled sparsity of each member (Eq. 3 parents)
-    cum_losses = jnp.zeros(K)  # L_k since the last target update
     update = make_update(args, q_network, optimizer)
     greedy = jax.jit(lambda p, o: q_network.apply(p, o).argmax(axis=-1))
-    eval_rng = np.random.default_rng(args.seed)
 
-    member_sparsity = [0.0] * K  # achieved (exact count) sparsity of each member
-    network_sparsity, nonzero = mask_stats(target_mask)  # the delivered network: the target (member k*), evaluated and saved
-    progress = Progress(total_steps)
-    last_return, out = None, None
-    global_step, start_epoch, first = 0, 1, 0
+    # TRAINING STATE: everything a checkpoint holds (the delivered network is the target, member k*; the dataset
+    # buffer keeps its RNG and which checkpoints are loaded)
+    # (sparsities: each member's sampled sparsity, the parents of Eq. 3; cum_losses: L_k since the last target update)
+    s = TrainState(step=0, epoch=1, pop=pop, target=(member(pop["params"], 0), member(pop["masks"], 0)),
+                   sparsities=np.zeros(K), cum_losses=jnp.zeros(K), rng=np.random.default_rng(args.seed), rb=rb,
+                   env=env, eval_rng=np.random.default_rng(args.seed), member_sparsity=[0.0] * K, network_sparsity=0.0,
+                   nonzero=mask_stats(member(pop["masks"], 0))[1], last_return=None)
+    restore(s, checkpoint)
+    logger = Logger(args, run_name, checkpoint)
+    print(f"dataset {args.dataset_dir}: {len(s.rb.suffixes)} checkpoints; loaded {[c['suffix'] for c in s.rb.loaded]} "
+          f"({s.rb.nbytes() / 1e6:.0f} MB)")
+    checkpointer, progress = Checkpointer(args, logger, total_steps), Progress(total_steps, s.step)
 
-    def snapshot():
-        """The whole training state between two gradient steps (the data: which checkpoints are loaded)."""
-        return {"step": global_step, "epoch": epoch, "rb": rb.state(), "eval_rng": eval_rng.bit_generator.state,
-                "pop": jax.device_get(pop), "target": jax.device_get((target_params, target_mask)),
-                "population": (sparsities, np.asarray(cum_losses), rng.bit_generator.state),
-                "key": np.asarray(jax.random.key_data(key)), "env": env_state(env, env_core_state),
-                "random": random.getstate(), "np_random": np.random.get_state(), "logger": logger.state(),
-                "shown": (last_return, None if out is None else jax.device_get(out))}
-
-    if checkpoint is not None:
-        meta, saved, _ = checkpoint
-        pop = jax.tree.map(jnp.asarray, saved["pop"])
-        target_params, target_mask = jax.tree.map(jnp.asarray, saved["target"])
-        sparsities, cum_losses, rng.bit_generator.state = saved["population"]
-        cum_losses, key = jnp.asarray(cum_losses), jax.random.wrap_key_data(jnp.asarray(saved["key"]))
-        set_env_state(env, saved["env"], set_env_core_state)
-        eval_rng.bit_generator.state = saved["eval_rng"]
-        random.setstate(saved["random"])
-        np.random.set_state(saved["np_random"])
-        last_return, out = saved["shown"]
-        global_step, start_epoch = meta["step"], saved["epoch"]
-        first = global_step - (start_epoch - 1) * args.steps_per_epoch
-        member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-        network_sparsity, nonzero = mask_stats(target_mask)
-        del checkpoint
-    preemption = Preemption()
-    start_time, sps_step, sps_time = time.time(), global_step, time.time()
-
-    for epoch in range(start_epoch, args.epochs + 1):
-        if epoch > start_epoch:
-            try:
-                rb.reload()
-            except DatasetError as e:
-                exit_on_dataset_error(e, logger)
-            sps_step, sps_time = global_step, time.time()
-
-        for _ in range(first if epoch == start_epoch else 0, args.steps_per_epoch):
-            global_step += 1
-            # ALGO LOGIC: training, one gradient step of every member every iteration
-            pop["params"], pop["opt_state"], cum_losses, *out = update(
-                pop["params"], pop["opt_state"], pop["masks"], target_params, rb.sample(args.batch_size), cum_losses)
+    # TRAINING LOOP: epochs of steps-per-epoch gradient steps on the epoch's loaded checkpoints, each then evaluated
+    for epoch in range(s.epoch, args.epochs + 1):
+        if epoch > s.epoch:  # ALGO LOGIC: a new epoch draws and reads its dataset checkpoints
+            s.epoch = epoch
+            with progress.paused():  # charts/SPS counts training steps only
+                s.rb.reload()
+        for global_step in range(s.step + 1, epoch * args.steps_per_epoch + 1):
+            s.step = global_step
+            # ALGO LOGIC: training, one gradient step of every member on a batch of one loaded checkpoint
+            s.pop["params"], s.pop["opt_state"], s.cum_losses, losses, td_loss, q_mean, cql_loss = update(
+                s.pop["params"], s.pop["opt_state"], s.pop["masks"], s.target[0], s.rb.sample(args.batch_size),
+                s.cum_losses)
             if global_step % args.target_update_period == 0:
                 # ALGO LOGIC: the best member becomes the target; tournaments refill the population
-                host_losses = np.asarray(jax.device_get(cum_losses))
-                try:
-                    pop, sparsities, k_star, pairs = select_population(
-                        rng, host_losses, pop, sparsities, global_step, total_steps, args.target_update_period, args,
-                        optimizer)
-                except Diverged as e:
-                    exit_diverged(e, logger)
-                target_params = jax.tree.map(jnp.copy, member(pop["params"], k_star))
-                target_mask = member(pop["masks"], k_star)
-                cum_losses = jnp.zeros(K)
-                member_sparsity = [mask_stats(member(pop["masks"], k))[0] for k in range(K)]
-                network_sparsity, nonzero = mask_stats(target_mask)
+                host_losses = np.asarray(jax.device_get(s.cum_losses))
+                s.pop, s.sparsities, k_star, pairs = select_population(
+                    s.rng, host_losses, s.pop, s.sparsities, global_step, total_steps, args.target_update_period, args,
+                    optimizer)
+                s.target = (jax.tree.map(jnp.copy, member(s.pop["params"], k_star)), member(s.pop["masks"], k_star))
+                s.cum_losses = jnp.zeros(K)
+                s.member_sparsity = [mask_stats(member(s.pop["masks"], k))[0] for k in range(K)]
+                s.network_sparsity, s.nonzero = mask_stats(s.target[1])
                 logger.scalars(global_step, **{f"population/loss_{k}": host_losses[k] for k in range(K)},
                                **{"population/selected": k_star, "population/n_copies": len(pairs)})
 
+            # TRY NOT TO MODIFY: metrics every 100 steps, the progress line, checkpoints (periodic, or on a signal)
             if global_step % 100 == 0:
-                now = time.time()
-                sps = int((global_step - sps_step) / max(now - sps_time, 1e-9))
-                sps_step, sps_time = global_step, now
-                losses, td_loss, q_mean, cql_loss = jax.device_get(out)
-                logger.scalars(global_step, **{
-                    "charts/SPS": sps, "losses/td_loss": np.mean(td_loss), "losses/q_values": np.mean(q_mean),
-                    "losses/cql_loss": np.mean(cql_loss), "sparsity/online": float(np.mean(member_sparsity)),
-                    "sparsity/network": network_sparsity, "charts/nonzero_params": nonzero,
-                    **{f"sparsity/member_{k}": member_sparsity[k] for k in range(K)}})
-                progress.update(global_step, SPS=sps, epoch=epoch, **{"return": last_return, "sparsity": network_sparsity})
+                td_loss, q_mean, cql_loss = jax.device_get((td_loss, q_mean, cql_loss))
+                values = {"charts/SPS": progress.sps(global_step), "losses/td_loss": np.mean(td_loss),
+                          "losses/q_values": np.mean(q_mean), "losses/cql_loss": np.mean(cql_loss),
+                          "sparsity/online": float(np.mean(s.member_sparsity)), "sparsity/network": s.network_sparsity,
+                          "charts/nonzero_params": s.nonzero, **{f"sparsity/member_{k}": s.member_sparsity[k] for k in range(K)}}
+                logger.scalars(global_step, **values)
+                progress.update(global_step, SPS=values["charts/SPS"], epoch=epoch,
+                                **{"return": s.last_return, "sparsity": s.network_sparsity})
+            checkpointer(s)
 
-            if preemption.signal or (args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
-                                     and global_step < total_steps):
-                path, size, seconds = save_checkpoint(logger.dir, global_step, os.path.basename(__file__), args,
-                                                      snapshot(), {})
-                print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
-                if preemption.signal:
-                    logger.close()
-                    sys.exit(EXIT_PREEMPTED)
-
-        # evaluation of the target network (the last selected member) in the real game after each epoch
+        # EVALUATE the target network (the last selected member) in the real game after each epoch
         if args.eval_episodes > 0:
-            returns, lengths = evaluate(target_params, greedy, env, args.eval_episodes, args.eval_epsilon, eval_rng)
-            last_return = float(np.mean(returns))
-            logger.scalars(global_step, **{"eval/episodic_return": last_return, "eval/episodic_length": np.mean(lengths)})
-        sps_step, sps_time = global_step, time.time()
-    progress.update(total_steps, final=True, SPS=int(total_steps / (time.time() - start_time)),
-                    **{"return": last_return, "sparsity": network_sparsity})
+            with progress.paused():
+                returns, lengths = evaluate(s.target[0], greedy, s.env, args.eval_episodes, args.eval_epsilon, s.eval_rng)
+            s.last_return = float(np.mean(returns))
+            logger.scalars(s.step, **{"eval/episodic_return": s.last_return, "eval/episodic_length": np.mean(lengths)})
+    progress.update(total_steps, final=True, **{"return": s.last_return, "sparsity": s.network_sparsity})
 
+    # SAVE the delivered network: the target, i.e. the last selected member, with its mask
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         with open(model_path, "wb") as f:
-            f.write(flax.serialization.to_bytes({"params": target_params, "masks": target_mask}))
+            f.write(flax.serialization.to_bytes({"params": s.target[0], "masks": s.target[1]}))
         print(f"model saved to {model_path} (the target network: the last selected member)")
+    s.env.close()
 
-    env.close()
-    logger.close()
+
+# ======================================================================================================================
+# INFRASTRUCTURE: flag checks, logging and progress, checkpoint / resume / preemption. Nothing below changes what is
+# computed; the block is identical in every script (tests/test_layout.py). A reader may stop here.
+# ======================================================================================================================
+# >>> shared: infrastructure
+SCRIPT = os.path.basename(__file__)
+EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: a checkpoint was written on a signal; rerun with --resume auto to go on
+# flags that may differ between a run and its resumption (they do not change what is computed)
+OPERATIONAL_FLAGS = ("track", "wandb_project_name", "wandb_entity", "capture_video", "save_model", "checkpoint_frequency",
+                     "checkpoint_replay", "resume", "run_name")
+# the state of each gymnasium wrapper the scripts use, by class name (the core env's state is the family's env_core_state)
+WRAPPER_STATE = {"TimeLimit": ("_elapsed_steps",), "OrderEnforcing": ("_has_reset",), "PassiveEnvChecker": (),
+                 "RecordEpisodeStatistics": ("episode_returns", "episode_lengths", "episode_count", "episode_start_time",
+                                             "return_queue", "length_queue", "time_queue"),
+                 "AtariPreprocessing": ("obs_buffer", "game_over", "lives"), "FrameStackObservation": ("obs_queue",),
+                 "RecordVideo": ()}
+
+
+class ArgError(ValueError):
+    """A flag value that cannot run: one `error:` line and exit status 2, before anything is created."""
+
+    one_line = True
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be written or resumed: one `error:` line and exit status 1, nothing touched."""
+
+    one_line = True
+
+
+class Diverged(RuntimeError):
+    """Non-finite losses or weights (of every member, in a population): one `error:` line and exit status 1."""
+
+    one_line = True
+
+
+def check(ok, message):
+    if not ok:
+        raise ArgError(message)
+
+
+def check_ranges(args, **rules):
+    """Declarative flag checks: rules ">= x", "> x", "in [a, b]", "in (a, b]"...; ArgError "--flag must be RULE, got V"."""
+    for name, rule in rules.items():
+        v = getattr(args, name)
+        if rule.startswith("in "):
+            lo, hi = (float(x) for x in rule[4:-1].split(","))
+            ok = (lo <= v if rule[3] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi)
+        else:
+            ok = v >= float(rule[3:]) if rule.startswith(">=") else v > float(rule[2:])
+        check(ok, f"--{name.replace('_', '-')} must be {rule}, got {v}")
+
+
+def check_run_args(args):
+    """Checks every script shares: seed, run folder, resume target, W&B login."""
+    check(0 <= args.seed < 2**32, f"--seed must be in [0, 2**32), got {args.seed}")
+    check_ranges(args, checkpoint_frequency=">= 0")
+    check(args.run_name is None or (args.run_name and "/" not in args.run_name and args.run_name not in (".", "..")),
+          f"--run-name must be a folder name (no '/'), got {args.run_name!r}")
+    check(args.resume is None or args.resume == "auto" or os.path.exists(args.resume),
+          f"--resume {args.resume}: no such checkpoint or run folder (use auto, or a path)")
+    if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+        import wandb
+
+        try:
+            wandb.login(verify=False)
+        except wandb.errors.UsageError:
+            raise ArgError("--track: not logged in to W&B; run `wandb login` (or set WANDB_API_KEY), or log offline "
+                           "with WANDB_MODE=offline") from None
+
+
+def available_memory_bytes():
+    """Memory this process can still allocate without swapping (MemAvailable on Linux)."""
+    try:
+        return next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_or_exit(args_cls, validate, argv=None):
+    """tyro's CLI, validated (a bad value: one `error:` line, status 2); then errors with `one_line` print one line."""
+    args = tyro.cli(args_cls, args=argv)
+    try:
+        validate(args)
+    except ArgError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.excepthook = lambda kind, e, tb: (print(f"error: {e}", file=sys.stderr) if getattr(kind, "one_line", False)
+                                          else sys.__excepthook__(kind, e, tb))
+    return args
+
+
+def stop_if_not_finite(step, what, values, run_dir):
+    """Raises Diverged on a NaN or infinite loss or weight, before it reaches a checkpoint."""
+    if not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(values)):
+        kept = complete_checkpoints(run_dir)
+        raise Diverged(f"non-finite {what} at step {step:,}: the run stops here; last checkpoint kept: "
+                       f"{kept[-1] if kept else 'none'}")
+
+
+class Progress:
+    """A status line (redrawn on a terminal, else one a minute and at the end); steps/s for charts/SPS, pauses apart."""
+
+    def __init__(self, total, start=0, stream=sys.stderr):
+        self.total, self.start, self.stream, self.sps_step = total, start, stream, start
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.started = self.last = self.sps_time = time.time()
+
+    def sps(self, step):
+        now, last_step, last_time = time.time(), self.sps_step, self.sps_time
+        self.sps_step, self.sps_time = step, now
+        return int((step - last_step) / max(now - last_time, 1e-9))
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent in `with progress.paused():` (evaluation, data loading) counts in no steps/s."""
+        start = time.time()
+        yield
+        self.started, self.sps_time = self.started + time.time() - start, self.sps_time + time.time() - start
+
+    def update(self, step, final=False, **fields):
+        now = time.time()
+        if not final and now - self.last < (0.5 if self.tty else 60.0):
+            return
+        self.last = now
+        if final:
+            fields = {"SPS": int((step - self.start) / max(now - self.started, 1e-9)), **fields}
+        parts = [f"{step:,}/{self.total:,} steps ({100.0 * step / self.total:.1f}%)"]
+        line = " | ".join(parts + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
+                                   if v is not None])
+        self.stream.write("\r" + line[:200].ljust(120) + ("\n" if final else "") if self.tty else line + "\n")
+        self.stream.flush()
+
+
+class Logger:
+    """Scalars to runs/{run_name} (TensorBoard, W&B with --track) and args.json, closed at exit. On resume the event
+    files are cut back to the checkpoint (no point logged twice) and the same W&B run goes on."""
+
+    def __init__(self, args, run_name, checkpoint=None):
+        self.dir, self.wandb_id = f"runs/{run_name}", None
+        os.makedirs(self.dir, exist_ok=True)
+        if checkpoint is not None:
+            kept, self.wandb_id = checkpoint[1]["logger"]["event_files"], checkpoint[1]["logger"]["wandb_id"]
+            for p in glob.glob(os.path.join(self.dir, "events.out.tfevents.*")):
+                if os.path.basename(p) not in kept:
+                    os.remove(p)
+                elif os.path.getsize(p) > kept[os.path.basename(p)]:
+                    os.truncate(p, kept[os.path.basename(p)])
+        if args.track:
+            import wandb
+
+            self.wandb_id = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                                       config=vars(args), name=run_name, monitor_gym=True, save_code=True,
+                                       id=self.wandb_id, resume="allow" if self.wandb_id else None).id
+        self.writer = Writer(self.dir)
+        with open(f"{self.dir}/args.json", "w") as f:
+            json.dump(vars(args), f, indent=2)
+        atexit.register(self.close)
+
+    def scalars(self, step, **values):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), int(step))
+
+    def state(self):
+        self.writer.flush()
+        files = glob.glob(os.path.join(self.dir, "events.out.tfevents.*"))
+        return {"event_files": {os.path.basename(p): os.path.getsize(p) for p in files}, "wandb_id": self.wandb_id}
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class TrainState(types.SimpleNamespace):
+    """All a checkpoint holds, made once in main: jax pytrees (keys too), host values, numpy Generators, gymnasium envs,
+    replay buffers (numpy arrays saved apart; one with state()/restore() saves itself). A new variable is a field."""
+
+
+def _kind(x):
+    if isinstance(x, jax.Array):
+        return "key" if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else "array"
+    return "host"
+
+
+def _rng_state(x):
+    return copy.deepcopy(x.bit_generator.state if isinstance(x, np.random.Generator) else x)
+
+
+def snapshot(s, with_arrays=True):
+    """(state, arrays): every field of `s` and the global RNGs, picklable; buffers' numpy arrays apart (.npy files)."""
+    fields, kinds, arrays = {}, {}, {}
+    for name, v in vars(s).items():
+        if isinstance(v, gym.Env):  # each wrapper's state, the core simulator's (env_core_state), both RNGs
+            layers, e = [], v
+            while isinstance(e, gym.Wrapper):
+                if type(e).__name__ not in WRAPPER_STATE:
+                    raise CheckpointError(f"cannot checkpoint an env wrapped in {type(e).__name__} (see WRAPPER_STATE)")
+                layers.append({a: copy.deepcopy(getattr(e, a)) for a in WRAPPER_STATE[type(e).__name__]})
+                e = e.env
+            fields[name] = {"wrappers": layers, "core": env_core_state(e), "np_random": _rng_state(e.np_random),
+                            "action_space": _rng_state(v.action_space.np_random)}
+        elif hasattr(v, "restore"):
+            fields[name] = v.state()
+        elif hasattr(v, "sample") and not isinstance(v, np.random.Generator):  # a replay buffer: its arrays apart
+            held = slice(v.size) if v.size < v.capacity else slice(None)  # only the rows it holds, before a ring wraps
+            fields[name] = {k: _rng_state(x) for k, x in vars(v).items() if not isinstance(x, np.ndarray)}
+            arrays.update({f"{name}.{k}": x[held] for k, x in vars(v).items() if isinstance(x, np.ndarray) and with_arrays})
+        else:
+            kinds[name] = jax.tree.map(_kind, v)
+            fields[name] = jax.tree.map(lambda x: np.asarray(jax.random.key_data(x)) if _kind(x) == "key" else
+                                        np.asarray(x) if _kind(x) == "array" else _rng_state(x), v)
+    return {"fields": fields, "kinds": kinds, "random": random.getstate(), "np_random": np.random.get_state()}, arrays
+
+
+def restore(s, checkpoint):
+    """Loads a checkpoint's (meta, state, arrays) into `s`; returns `s` (unchanged without a checkpoint)."""
+    if checkpoint is None:
+        return s
+    _, saved, arrays = checkpoint
+    if sorted(saved["fields"]) != sorted(vars(s)):
+        raise CheckpointError(f"the checkpoint holds {sorted(saved['fields'])}, this script's state {sorted(vars(s))}")
+    for name, v in saved["fields"].items():
+        current = getattr(s, name)
+        if isinstance(current, gym.Env):
+            e = current
+            for layer in v["wrappers"]:
+                vars(e).update(copy.deepcopy(layer))
+                e = e.env
+            set_env_core_state(e, v["core"])
+            e.np_random.bit_generator.state = v["np_random"]
+            current.action_space.np_random.bit_generator.state = v["action_space"]
+        elif hasattr(current, "restore"):
+            current.restore(v)
+        elif isinstance(current, np.random.Generator):
+            current.bit_generator.state = v
+        elif name in saved["kinds"]:
+            setattr(s, name, jax.tree.map(lambda kind, x: jax.random.wrap_key_data(jnp.asarray(x)) if kind == "key" else
+                                          jnp.asarray(x) if kind == "array" else x, saved["kinds"][name], v))
+        else:
+            for k, x in v.items():
+                if isinstance(getattr(current, k, None), np.random.Generator):
+                    getattr(current, k).bit_generator.state = x
+                else:
+                    setattr(current, k, x)
+            for k, x in arrays.items():
+                if k.startswith(name + "."):
+                    getattr(current, k[len(name) + 1:])[:len(x)] = x  # rows past a saved prefix stay zeros
+    random.setstate(saved["random"])
+    np.random.set_state(saved["np_random"])
+    return s
+
+
+def _write_synced(path, write):
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def complete_checkpoints(run_dir):
+    """A run folder's complete checkpoints (renamed from tmp_... to step_{12 digits}), oldest first."""
+    paths = glob.glob(os.path.join(run_dir, "checkpoint", "step_*"))
+    return sorted(p for p in paths if len(os.path.basename(p)) == 17 and os.path.basename(p)[5:].isdigit())
+
+
+def save_checkpoint(run_dir, step, script, args, state, arrays):
+    """Writes {run_dir}/checkpoint/step_{step} (state.pkl, .npy arrays, meta.json with flags and SHA-256s) in a tmp
+    folder, fsynced, then renamed: visible only when complete; older ones deleted. Returns (path, bytes, seconds)."""
+    start, root = time.time(), os.path.join(run_dir, "checkpoint")
+    final, tmp = os.path.join(root, f"step_{step:012d}"), os.path.join(root, f"tmp_{step:012d}_{os.getpid()}")
+    os.makedirs(tmp, exist_ok=True)
+    _write_synced(os.path.join(tmp, "state.pkl"), lambda f: pickle.dump(state, f, protocol=5))
+    for name, value in arrays.items():
+        _write_synced(os.path.join(tmp, f"{name}.npy"), lambda f: np.save(f, value, allow_pickle=False))
+    meta = {"format": 2, "script": script, "step": step, "args": vars(args), "files": {
+        n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": _sha256(os.path.join(tmp, n))}
+        for n in ["state.pkl", *(f"{name}.npy" for name in arrays)]}}
+    _write_synced(os.path.join(tmp, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    _fsync_dir(tmp)
+    if os.path.exists(final):  # the same step again (a signal right after a resume): the state is the same
+        shutil.rmtree(tmp)
+    else:
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "tmp_*")):
+        shutil.rmtree(old, ignore_errors=True)
+    return final, sum(m["bytes"] for m in meta["files"].values()), time.time() - start
+
+
+def find_checkpoint(resume, run_dir_pattern):
+    """--resume's checkpoint: auto = the newest of the newest matching run folder that has one (None: start fresh);
+    else a checkpoint folder, or a run folder's newest."""
+    if resume == "auto":
+        runs = [d for d in sorted(glob.glob(run_dir_pattern), key=os.path.getmtime, reverse=True) if complete_checkpoints(d)]
+        return complete_checkpoints(runs[0])[-1] if runs else None
+    if os.path.isfile(os.path.join(resume, "meta.json")):
+        return resume.rstrip("/")
+    if not (os.path.isdir(resume) and complete_checkpoints(resume)):
+        raise CheckpointError(f"--resume {resume}: no complete checkpoint there (a checkpoint folder holds meta.json; a "
+                              f"run folder holds checkpoint/step_*)")
+    return complete_checkpoints(resume)[-1]
+
+
+def read_checkpoint(path, script, args):
+    """(meta, state, arrays) of a complete, intact checkpoint of `script` with compatible flags; else CheckpointError."""
+    meta_path = os.path.join(path, "meta.json")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        files = meta["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from None
+    if meta.get("format") != 2:
+        raise CheckpointError(f"{meta_path}: checkpoint format {meta.get('format')}, this script reads format 2 (an older "
+                              f"layout of the training state); start the run again without --resume")
+    if meta.get("script") != script:
+        raise CheckpointError(f"{meta_path}: a checkpoint of {meta.get('script')}, not of {script}")
+    saved, now = meta.get("args", {}), vars(args)
+    differ = sorted(k for k in set(saved) | set(now) if k not in OPERATIONAL_FLAGS and saved.get(k) != now.get(k))
+    if differ:
+        raise CheckpointError(f"{meta_path}: flags differ from the checkpoint's: " +
+                              ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})" for k in differ))
+    for name, info in files.items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file) or os.path.getsize(file) != info["bytes"] or _sha256(file) != info["sha256"]:
+            raise CheckpointError(f"{file}: missing, truncated or corrupt (size or SHA-256 differs from meta.json)")
+    with open(os.path.join(path, "state.pkl"), "rb") as f:
+        state = pickle.load(f)
+    arrays = {name[:-len(".npy")]: np.load(os.path.join(path, name), mmap_mode="r", allow_pickle=False)
+              for name in files if name.endswith(".npy")}  # memory-mapped: copied once, into the buffer
+    return meta, state, arrays
+
+
+def start_run(args):
+    """(run_name, checkpoint): --resume's run and its loaded (meta, state, arrays), else a fresh run name and None."""
+    path = None
+    if args.resume is not None:
+        pattern = f"runs/{args.run_name}" if args.run_name else f"runs/{args.env_id}__{args.exp_name}__{args.seed}__*"
+        path = find_checkpoint(args.resume, pattern)
+    if path is None:
+        return args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
+    # the run folder is runs/{run_name}, and Atari run names hold a folder ("ALE/Pong-v5__...")
+    run_name = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(path))), os.path.abspath("runs"))
+    if run_name.startswith(".."):
+        raise CheckpointError(f"{path}: not under ./runs; resume from the folder that holds the run's runs/")
+    checkpoint = read_checkpoint(path, SCRIPT, args)
+    print(f"resuming {run_name} at step {checkpoint[0]['step']:,} from {path}", flush=True)
+    return run_name, checkpoint
+
+
+class Checkpointer:
+    """checkpointer(s) saves the TrainState every --checkpoint-frequency steps, and on SIGTERM/SIGUSR1 (SLURM) or Ctrl-C
+    (a second one stops at once), after which it exits with EXIT_PREEMPTED. check(s) runs before each save."""
+
+    def __init__(self, args, logger, total, check=None):
+        self.args, self.logger, self.total, self.check, self.signal = args, logger, total, check, None
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"{self.signal}: writing a checkpoint at the next step boundary, then exiting", file=sys.stderr, flush=True)
+
+    def __call__(self, s):
+        every = self.args.checkpoint_frequency
+        if self.signal or (every and s.step % every == 0 and s.step < self.total):
+            if self.check is not None:
+                self.check(s)
+            state, arrays = snapshot(s, getattr(self.args, "checkpoint_replay", True))
+            path, size, seconds = save_checkpoint(self.logger.dir, s.step, SCRIPT, self.args,
+                                                  dict(state, logger=self.logger.state()), arrays)
+            print(f"checkpoint {path}: {size / 1e6:.1f} MB in {seconds:.1f} s", flush=True)
+            if self.signal:
+                sys.exit(EXIT_PREEMPTED)
+
+
+# <<< shared: infrastructure
+
+
+# >>> atari_offline: cql checks
+def check_offline_cql_args(args):
+    """Checks shared by the offline CQL scripts (schedule of epochs, dataset sizes, CQL hyperparameters, evaluation)."""
+    check_ranges(args, epochs=">= 1", steps_per_epoch=">= 1", learning_rate="> 0", adam_eps="> 0",
+                 checkpoints_per_epoch=">= 1", gamma="in [0, 1]", batch_size=">= 1", target_update_period=">= 1",
+                 cql_alpha=">= 0", max_episode_steps=">= 1", eval_episodes=">= 0", eval_epsilon="in [0, 1]")
+    check(args.transitions_per_checkpoint >= FixedReplayBuffer.STACK + 1,
+          f"--transitions-per-checkpoint must be >= {FixedReplayBuffer.STACK + 1} (a 4-frame state and its next row), "
+          f"got {args.transitions_per_checkpoint}")
+    hidden_width(args.network_size)
+    check(bool(args.dataset_dir), "--dataset-dir must name a replay_logs folder")
+    check_atari_env_id(args.env_id)
+    FixedReplayBuffer.check_memory(args.checkpoints_per_epoch, args.transitions_per_checkpoint)
+
+
+# <<< atari_offline: cql checks
+
+
+def validate(args):
+    check_run_args(args)
+    check_offline_cql_args(args)
+    check_ranges(args, population_size=">= 1", alpha=">= 0", beta="in [0, 1]")
+    check(args.population_size == 1 or 1 <= args.tournament_size <= args.population_size,
+          f"--tournament-size must be between 1 and --population-size ({args.population_size}), got {args.tournament_size}")
+
+
+if __name__ == "__main__":
+    main(parse_or_exit(Args, validate))

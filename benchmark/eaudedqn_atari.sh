@@ -2,7 +2,7 @@
 # The paper's online Atari runs of EauDeDQN: 10 games x 5 seeds, 10M env steps, K=5, alpha 3, beta 0.01,
 # the medium (512) and large (2048) network: 100 runs. W&B group paper_atari_online (with
 # benchmark/polyprune_dqn_atari.sh); set WANDB_TAGS to the git tag of the code.
-# Through tools/launch.py (README, "Running the paper's experiments"); the arguments choose where:
+# Through tools/launch.py (docs/experiments.md); the arguments choose where:
 #   bash benchmark/eaudedqn_atari.sh                        # here, one run at a time
 #   bash benchmark/eaudedqn_atari.sh local --workers 4      # 4 at a time (GPUs round-robin)
 #   bash benchmark/eaudedqn_atari.sh slurm --partition gpu  # one job array (rerun: resumes)

@@ -3,7 +3,7 @@
 # population update every 1,000 env steps, critics of width small (256), medium (512) and large (1024), actor
 # (256, 256): the envs, seeds and sizes of benchmark/polyprune_sac_mujoco.sh, 75 runs. W&B group paper_mujoco (with
 # benchmark/polyprune_sac_mujoco.sh); set WANDB_TAGS to the git tag of the code.
-# Through tools/launch.py (README, "Running the paper's experiments"); the arguments choose where:
+# Through tools/launch.py (docs/experiments.md); the arguments choose where:
 #   bash benchmark/eaudesac_mujoco.sh                        # here, one run at a time
 #   bash benchmark/eaudesac_mujoco.sh local --workers 4      # 4 at a time (GPUs round-robin)
 #   bash benchmark/eaudesac_mujoco.sh slurm --partition gpu  # one job array (rerun: resumes)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU-scale reproduction in the README ("HalfCheetah-v4 at 100k steps"): dense SAC, PolyPruneSAC, EauDeSAC (K=5)
+# The CPU-scale reproduction in docs/halfcheetah_100k.md: dense SAC, PolyPruneSAC, EauDeSAC (K=5)
 # and EauDeSAC K=1, HalfCheetah-v4, 100,000 env steps (PolyPrune's schedule and Eq. 3's horizon follow
 # --total-timesteps), seeds 1-3, paper defaults otherwise. Runs go to ./runs through tools/launch.py's local pool:
 # WORKERS runs at a time, each with single-threaded XLA (on a 2-core CPU, two such runs do ~1.7x the work of one run
@@ -9,7 +9,7 @@ set -euo pipefail
 WORKERS=${WORKERS:-2}
 SEEDS=${SEEDS:-"1 2 3"}
 ONLY=${ONLY:-"eaudesac_k5 sac eaudesac_k1 polyprune_sac"}
-# Seed-major order: every kind's seed 1 first, then seed 2, ..., so a stopped session leaves complete seed sets.
+# Seed-major order: every kind's seed 1 first, then seed 2, ..., so a stopped grid leaves complete seed sets.
 grid=()
 for seed in $SEEDS; do
 for what in $ONLY; do

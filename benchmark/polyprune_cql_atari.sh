@@ -5,7 +5,7 @@
 # $DATA_DIR/<Game>/<run>/replay_logs/$store$_observation_ckpt.<i>.gz ...; RUN picks which of the dataset's 5 runs
 # every seed trains on (default 1). W&B group paper_atari_offline (with benchmark/eaudecql_atari.sh); set WANDB_TAGS
 # to the git tag of the code.
-# Through tools/launch.py (README, "Running the paper's experiments"); the arguments choose where:
+# Through tools/launch.py (docs/experiments.md); the arguments choose where:
 #   bash benchmark/polyprune_cql_atari.sh                        # here, one run at a time
 #   bash benchmark/polyprune_cql_atari.sh local --workers 4      # 4 at a time (GPUs round-robin)
 #   bash benchmark/polyprune_cql_atari.sh slurm --partition gpu  # one job array (rerun: resumes)

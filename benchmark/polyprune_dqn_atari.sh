@@ -2,7 +2,7 @@
 # The paper's online Atari comparison for PolyPruneDQN and dense DQN: 10 games x 5 seeds, 10M env steps each,
 # the medium (512) and large (2048) network: 200 runs. W&B group paper_atari_online (with benchmark/eaudedqn_atari.sh);
 # set WANDB_TAGS to the git tag of the code.
-# Through tools/launch.py (README, "Running the paper's experiments"); the arguments choose where:
+# Through tools/launch.py (docs/experiments.md); the arguments choose where:
 #   bash benchmark/polyprune_dqn_atari.sh                        # here, one run at a time
 #   bash benchmark/polyprune_dqn_atari.sh local --workers 4      # 4 at a time (GPUs round-robin)
 #   bash benchmark/polyprune_dqn_atari.sh slurm --partition gpu  # one job array (rerun: resumes)

@@ -2,7 +2,7 @@
 # The paper's MuJoCo comparison for PolyPruneSAC and dense SAC: 5 envs x 5 seeds, 1M env steps each, critics of
 # width small (256), medium (512) and large (1024), actor (256, 256): 150 runs. W&B group paper_mujoco (with
 # benchmark/eaudesac_mujoco.sh); set WANDB_TAGS to the git tag of the code.
-# Through tools/launch.py (README, "Running the paper's experiments"); the arguments choose where:
+# Through tools/launch.py (docs/experiments.md); the arguments choose where:
 #   bash benchmark/polyprune_sac_mujoco.sh                        # here, one run at a time
 #   bash benchmark/polyprune_sac_mujoco.sh local --workers 4      # 4 at a time (GPUs round-robin)
 #   bash benchmark/polyprune_sac_mujoco.sh slurm --partition gpu  # one job array (rerun: resumes)

@@ -220,7 +220,7 @@ def test_polyprune_stops_on_a_non_finite_loss_and_keeps_its_checkpoint(tmp_path)
     (ckpt,) = checkpoints(tmp_path / "runs" / "r")
 
     def poison(state):
-        params = state["net"][0]
+        params = state["fields"]["params"]
         first = params["params"][sorted(params["params"])[0]]
         first["kernel"] = np.full_like(first["kernel"], np.nan)
 
@@ -253,7 +253,7 @@ def test_a_nan_member_never_becomes_the_target_and_is_replaced(smoke):
             x[1] = np.nan
             return x
 
-        state["pop"]["params"] = jax.tree.map(nan_member_1, state["pop"]["params"])
+        state["fields"]["pop"]["params"] = jax.tree.map(nan_member_1, state["fields"]["pop"]["params"])
 
     rewrite_checkpoint(mod, ckpt, f"{script}.py", poison)
     out = run([*cmd, "--resume", "auto"], cwd)
@@ -292,7 +292,7 @@ def test_resumed_run_goes_on_in_the_same_wandb_run(smoke, tmp_path):
 
 
 @pytest.mark.parametrize("rows", [4, 10, 23])  # not full, exactly full, wrapped around
-def test_buffer_state_round_trip_before_and_after_wrap_around(rows):
+def test_buffer_snapshot_round_trip_before_and_after_wrap_around(rows):
     import polyprune_sac_mujoco_jax as m
 
     rng = np.random.default_rng(0)
@@ -300,10 +300,11 @@ def test_buffer_state_round_trip_before_and_after_wrap_around(rows):
     for i in range(rows):
         buffer.add(rng.normal(size=3), rng.uniform(-1, 1, 2), float(i), i % 7 == 6, False, rng.normal(size=3))
     buffer.sample(2)  # moves its RNG
-    scalars, arrays = m.buffer_state(buffer)
+    state, arrays = m.snapshot(m.TrainState(rb=buffer))
+    assert sorted(arrays) == [f"rb.{name}" for name in ("actions", "finals", "obs", "rewards", "terminals")], arrays
     assert all(len(a) == min(buffer.size, 10) for a in arrays.values()), "only the rows it holds are written"
     restored = m.ReplayBuffer(10, 3, 2, seed=99)
-    m.set_buffer_state(restored, pickle.loads(pickle.dumps(scalars)), arrays)
+    m.restore(m.TrainState(rb=restored), (None, pickle.loads(pickle.dumps(state)), arrays))
     for name in ("obs", "actions", "rewards", "terminals", "finals"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name))
     assert (restored.ptr, restored.size) == (buffer.ptr, buffer.size)
@@ -320,3 +321,16 @@ def test_resume_auto_finds_an_atari_run_by_its_default_name(tmp_path):
     assert resumed.returncode == 0 and "resuming ALE/Pong-v5__polyprune_dqn_atari_jax__1__" in resumed.stdout
     assert len(glob.glob(str(tmp_path / "runs" / "*" / "*" / "args.json"))) == 1
     assert not glob.glob(str(tmp_path / "runs" / "*" / "args.json")), "a second run folder was made"
+
+
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path):
+    """A checkpoint whose meta.json names another format (the training state's layout) is refused, naming the format."""
+    import polyprune_sac_mujoco_jax as m
+
+    args = tyro.cli(m.Args, args=[])
+    path, _, _ = m.save_checkpoint(str(tmp_path), 100, "polyprune_sac_mujoco_jax.py", args, {"step": 100}, {})
+    assert m.read_checkpoint(path, "polyprune_sac_mujoco_jax.py", args)[0]["format"] == 2
+    meta = json.load(open(os.path.join(path, "meta.json")))
+    json.dump(dict(meta, format=1), open(os.path.join(path, "meta.json"), "w"))
+    with pytest.raises(m.CheckpointError, match="format 1"):
+        m.read_checkpoint(path, "polyprune_sac_mujoco_jax.py", args)

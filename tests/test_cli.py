@@ -64,3 +64,21 @@ def test_bad_flag_exits_nonzero_with_one_line_and_no_run_dir(script, tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], out.stderr
     assert not (tmp_path / "runs").exists(), "a refused run must not create anything"
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_new_user_mistakes_end_in_one_line(script, tmp_path):
+    """A negative seed, --track without a W&B login (HOME without credentials), and for the SAC scripts an Atari id: each
+    ends with exit status 2 and one `error:` line naming the problem and what to do, before anything is created."""
+    cases = [(["--seed", "-1"], "--seed"), (["--track"], "WANDB_MODE=offline")]
+    if SCRIPTS[script]["family"] == "mujoco":
+        cases.append((["--env-id", "ALE/Pong-v5"], "Atari"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(JAX_PLATFORMS="cpu", HOME=str(tmp_path))
+    for argv, needle in cases:
+        out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *argv], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120, env=env)
+        lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 2 and len(lines) == 1 and needle in lines[0], (argv, out.returncode, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert sorted(os.listdir(tmp_path)) == [], f"{argv}: a refused run created {os.listdir(tmp_path)}"

@@ -204,7 +204,7 @@ def test_members_start_from_one_dense_init(trainer):
 
 @pytest.mark.parametrize("member_init", ["shared", "independent"])
 def test_target_stays_near_a_member_after_k_star_changes(trainer, member_init):
-    """Issue 8: the Polyak target follows whichever member is k*. After a selection makes a sparser copy k*, the target
+    """The Polyak target follows whichever member is k*. After a selection makes a sparser copy k*, the target
     must stay close to some network the population holds: with members from one init it does; with independent inits
     it becomes a weight-space average of two unrelated networks, far from every member, for hundreds of steps."""
     mod, key = trainer.mod, jax.random.key(13)
@@ -227,5 +227,5 @@ def test_target_stays_near_a_member_after_k_star_changes(trainer, member_init):
             worst = max(worst, min(relative_distance(target, mod.member(params, k)) for k in range(3)))
     if member_init == "shared":
         assert worst < 0.1, f"the target drifted {worst:.2f} (relative) away from every member"
-    else:  # what issue 8 measured: an average of unrelated networks, far from all of them
+    else:  # independent inits: an average of unrelated networks, far from all of them
         assert worst > 0.3, worst

@@ -1,7 +1,7 @@
 """EauDeSAC with one member is dense SAC: from the same key, its init equals PolyPruneSAC's (at --final-sparsity 0,
 where PolyPrune never prunes) bit for bit, and every update takes the same step up to float32 rounding (the population
-update vmaps over one member, which XLA may fuse differently). Issue 8 asks for K=1 to be statistically equal to
-dense SAC: this is the stronger, per-step statement."""
+update vmaps over one member, which XLA may fuse differently): a per-step statement, stronger than comparing returns
+over seeds."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -9,7 +9,8 @@ import pytest
 from conftest import SCRIPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REQUIRED_EVERYWHERE = ["shared: cli", "shared: masking", "shared: logging"]
+REQUIRED_EVERYWHERE = ["shared: infrastructure", "shared: masking"]
+LAST_LINE = 'if __name__ == "__main__":\n    main(parse_or_exit(Args, validate))\n'
 THIRD_PARTY = {"ale_py", "flax", "gymnasium", "jax", "mujoco", "numpy", "optax", "tensorboard", "tyro", "wandb", "cv2"}
 
 
@@ -58,3 +59,18 @@ def test_import_is_side_effect_free_and_framework_free(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_algorithm_first_then_one_infrastructure_tail(script):
+    """The algorithm (ending with `def main`) comes first; one banner; then only the shared infrastructure block, the
+    family's flag checks and the script's `validate`; the file ends with main(parse_or_exit(Args, validate))."""
+    text = open(os.path.join(ROOT, f"{script}.py")).read()
+    banner = "# INFRASTRUCTURE:"
+    assert text.count(banner) == 1, f"{script}: one infrastructure banner expected"
+    head, tail = text.split(banner)
+    assert re.search(r"^def main\(args\):", head, flags=re.M), f"{script}: main(args) must come before the banner"
+    assert tail.index("# >>> shared: infrastructure") < 400, f"{script}: the shared infrastructure block opens the tail"
+    assert text.endswith(LAST_LINE), f"{script}: the last lines must be {LAST_LINE!r}"
+    defined = re.findall(r"^(?:def|class) (\w+)", tail.split("# <<< shared: infrastructure")[1], flags=re.M)
+    assert all(name == "validate" or name.startswith("check_") for name in defined), f"{script}: {defined} after the block"

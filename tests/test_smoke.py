@@ -1,5 +1,5 @@
 """Smoke run of every script in a subprocess (tiny steps, compressed schedules), checked against the metric table
-(README, "Metrics"): each script logs exactly its keys; each key means the same in every script (values checked
+(docs/metrics.md): each script logs exactly its keys; each key means the same in every script (values checked
 against the saved masks, or recomputed from the run's flags); and the training loop does what its flags say (when
 selections, target updates and pruning happen, epsilon's schedule, evaluations on the global_step axis)."""
 import glob
@@ -274,7 +274,7 @@ def test_final_sparsity_zero_is_the_dense_baseline(script, tmp_path):
 
 
 def test_a_diverged_population_stops_with_one_line(tmp_path):
-    """Issue 10.4: once no member has a finite loss, the first population update stops the run (exit status 1, one
+    """Once no member has a finite loss, the first population update stops the run (exit status 1, one
     `error:` line naming the step), instead of electing a NaN member."""
     script = "eaudedqn_atari_jax"
     out, run_dir = run_smoke(script, tmp_path, ["--learning-rate", "1e38", "--eval-episodes", "0"], returncode=1)

@@ -1,5 +1,5 @@
 """Size, write time and read time of a full training checkpoint at the paper's sizes, per family, through the scripts'
-own save_checkpoint / read_checkpoint (the shared checkpoint block).
+own snapshot / save_checkpoint / read_checkpoint (the shared infrastructure block).
 
 The training state is built with the scripts' own code at the default sizes: EauDeDQN (K=5 medium Q-networks,
 params + Adam moments + target, a 1M-frame replay buffer filled with random frames), EauDeSAC (K=5 small critic pairs,
@@ -34,11 +34,13 @@ def q_population(mod, k, width, action_dim=6):
     keys = jax.random.split(jax.random.key(0), k)
     params = jax.vmap(net.init, in_axes=(0, None))(keys, jnp.zeros((1, 4, 84, 84), jnp.uint8))
     pop = {"params": params, "masks": jax.vmap(mod.dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
-    return jax.device_get({"pop": pop, "target": (mod.member(params, 0), mod.member(pop["masks"], 0))})
+    return {"pop": pop, "target": (mod.member(params, 0), mod.member(pop["masks"], 0))}
 
 
-def measure(mod, script, args, run_dir, state, arrays):
+def measure(mod, script, args, run_dir, fields, with_arrays=True):
+    """Snapshot of a TrainState holding `fields` (as the script's Checkpointer takes it), written, then read back."""
     start = time.time()
+    state, arrays = mod.snapshot(mod.TrainState(**fields), with_arrays)
     path, size, write_s = mod.save_checkpoint(run_dir, 1000, script, args, state, arrays)
     read_start = time.time()
     mod.read_checkpoint(path, script, args)
@@ -64,12 +66,11 @@ def main():
             n = min(100_000, a.atari_frames - start)
             rb.frames[start:start + n] = rng.integers(0, 256, size=(n, 84, 84), dtype=np.uint8)
         rb.ptr, rb.size = 0, a.atari_frames
-        scalars, arrays = dqn.buffer_state(rb, True)
-        for label, arr in ((f"Atari EauDeDQN K=5 medium, replay of {a.atari_frames:,} frames", arrays),
-                           ("Atari EauDeDQN K=5 medium, --no-checkpoint-replay", {})):
+        for label, with_arrays in ((f"Atari EauDeDQN K=5 medium, replay of {a.atari_frames:,} frames", True),
+                                   ("Atari EauDeDQN K=5 medium, --no-checkpoint-replay", False)):
             rows.append((label, *measure(dqn, "eaudedqn_atari_jax.py", args, os.path.join(root, "dqn"),
-                                         {**state, "rb": scalars}, arr)))
-        del rb, arrays
+                                         {**state, "rb": rb}, with_arrays)))
+        del rb
         # MuJoCo: EauDeSAC K=5 small critics + 1M-row buffer (HalfCheetah: obs 17, action 6)
         args = tyro.cli(sac.Args, args=[])
         actor, critic = sac.Actor(action_dim=6), sac.VectorCritic(hidden=(256, 256))
@@ -77,14 +78,13 @@ def main():
         rb = sac.ReplayBuffer(1_000_000, 17, 6, seed=0)
         rb.obs[:] = rng.normal(size=rb.obs.shape).astype(np.float32)
         rb.ptr, rb.size = 0, 1_000_000
-        scalars, arrays = sac.buffer_state(rb, True)
         rows.append(("MuJoCo EauDeSAC K=5 small critics, replay of 1,000,000 rows",
                      *measure(sac, "eaudesac_mujoco_jax.py", args, os.path.join(root, "sac"),
-                              {"state": jax.device_get(shared), "pop": jax.device_get(pop), "rb": scalars}, arrays)))
+                              {"sac": shared, "pop": pop, "rb": rb})))
         # offline: EauDeCQL K=5 medium (data re-read from the dataset on resume)
         args = tyro.cli(cql.Args, args=["--dataset-dir", root])
         rows.append(("Offline EauDeCQL K=5 medium (no data: re-read on resume)",
-                     *measure(cql, "eaudecql_atari_jax.py", args, os.path.join(root, "cql"), q_population(cql, 5, 512), {})))
+                     *measure(cql, "eaudecql_atari_jax.py", args, os.path.join(root, "cql"), q_population(cql, 5, 512))))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print("| checkpoint | size | write (fsync + SHA-256) | read and verify |")

@@ -1,5 +1,5 @@
 """How long members of different initial networks (lineages) coexist in an EauDe population started from K independent
-inits: the evidence behind each script's --member-init default (README, "One init or K inits").
+inits: the evidence behind each script's --member-init default (docs/mujoco.md, "One init or K inits").
 
 Runs the scripts' own tournament() and copy_pairs() on simulated cumulated losses and counts the population updates until
 every member descends from one initial network. Two loss models: "iid" (every member's loss is fresh noise at every
