@@ -220,3 +220,17 @@ def test_exporter_refuses_bad_input(tmp_path):
     line = one_error_line(run_tool("export_sparse.py", sac))
     assert "SAC" in line and "only the Q-networks that act are exported" in line
     assert not any(p.suffix == ".sparseq" for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("args, script", [
+    ({"exp_name": "eaudedqn_atari_jax", "population_size": 5, "train_frequency": 4}, "eaudedqn_atari_jax"),
+    ({"exp_name": "polyprune_dqn_atari_jax", "train_frequency": 4}, "polyprune_dqn_atari_jax"),
+    ({"exp_name": "eaudecql_atari_jax", "population_size": 5, "dataset_dir": "d"}, "eaudecql_atari_jax"),
+    ({"exp_name": "polyprune_cql_atari_jax", "dataset_dir": "d"}, "polyprune_cql_atari_jax"),
+    ({"exp_name": "eaudesac_mujoco_jax", "population_size": 5, "tau": 0.005}, "eaudesac_mujoco_jax"),
+])
+def test_the_script_is_read_from_args_json(args, script, tmp_path):
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    assert export_sparse.identify(str(tmp_path / "renamed.cleanrl_model"))[0] == script
+    bare = tmp_path / "no-args-json" / "polyprune_cql_atari_jax.cleanrl_model"
+    assert export_sparse.identify(str(bare))[0] == "polyprune_cql_atari_jax"  # no args.json: the file name

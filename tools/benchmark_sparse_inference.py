@@ -8,15 +8,19 @@ is ERK: the global magnitude scope ranks a random init's layers by their Xavier 
 0.99 keeps no weight of Dense_0, a network whose Q-values ignore the observation ("severed" in the tables; XLA then
 drops the convolutions as dead code). Trained masks are neither; the per-layer kept fractions are printed.
 
-Paths, each measured in a fresh subprocess per case that imports and loads only what acting needs:
+Paths (each reads only its own file and imports only what it acts with):
   dense   JAX, jitted: reads the .cleanrl_model (flax msgpack), applies the masks, acts with the QNetwork's dense
           convolutions and matmuls (jax.lax, the same layers; XLA multiplies the zeros too)
   scipy   tools/sparse_agent.py, numpy + scipy.sparse (im2col and CSR products), from the export alone
-  bcoo    tools/sparse_agent.py --backend jax, jax.experimental.sparse BCOO products, jitted, from the export alone
-Measured: peak resident memory (VmHWM, the process's own high-water mark) after loading and acting at batch 1, and its value after the imports
-alone; median wall time of one action (Q-values and argmax, observations in host memory, the action back on the host)
-at batch 1 and batch 32, after a warm-up call (which compiles), over up to --repeats calls or --max-seconds per batch
-size (at least 3 calls). The paths' Q-values on the same observations are compared (the "agree" column).
+  bcoo    tools/sparse_agent.py --backend jax, jax.experimental.sparse BCOO products, jitted, from the export alone;
+          skipped above --bcoo-max-nonzero kept weights
+Memory: per case and path, a fresh process imports, loads and acts twice at batch 1; its peak resident memory (VmHWM,
+the process's own high-water mark) after the imports alone and at the end.
+Time: per case, one fresh process loads every path and times rounds of one action per path (Q-values and argmax,
+observations in host memory, the action back on the host), the paths in turn, rotating which goes first, so that a
+shared machine's load falls on them alike; after a warm-up call (which compiles), up to --repeats rounds or
+--max-seconds per batch size (at least 3 rounds), batch 1 and batch 32; the median. The paths' Q-values on the same
+observations are compared ("Q-values agree").
 
 Usage:
   python tools/benchmark_sparse_inference.py                                  # the table of docs/deployment.md
@@ -75,51 +79,67 @@ def dense_q_values(params, obs):
 
 
 # ------------------------------------------------------------------------------------------------------- one case
-def child(path, file, obs_file, repeats, max_seconds):
-    """Runs in a fresh process: imports what the path needs, loads, acts; returns the measurements."""
-    obs = np.load(obs_file)
+def loader(path, file):
+    """Imports what the path needs and returns load(): -> q_values(obs) of the file (the model for dense, else the
+    export)."""
     if path == "dense":
         import flax.serialization
         import jax
         import jax.numpy as jnp
+
+        def load():
+            with open(file, "rb") as f:
+                saved = flax.serialization.msgpack_restore(f.read())
+            params = jax.tree.map(lambda p, m: jnp.asarray(np.where(m, p, 0).astype(p.dtype)),
+                                  saved["params"]["params"], saved["masks"]["params"])
+            del saved
+            q_fn = jax.jit(dense_q_values)
+            return lambda o: np.asarray(q_fn(params, o))
+        return load
+    from tools import sparse_agent
+
+    if path == "bcoo":
+        import jax  # noqa: F401
+        from jax.experimental import sparse  # noqa: F401
     else:
-        from tools import sparse_agent
-        if path == "bcoo":
-            import jax  # noqa: F401
-            from jax.experimental import sparse  # noqa: F401
-        else:
-            import scipy.sparse  # noqa: F401
+        import scipy.sparse  # noqa: F401
+    return lambda: sparse_agent.load(file, "jax" if path == "bcoo" else "scipy").q_values
+
+
+def memory_child(path, file, obs_file):
+    """Fresh process, one path: peak memory after the imports, and after loading and acting at batch 1."""
+    obs = np.load(obs_file)
+    load = loader(path, file)
     rss_imports = peak_mb()
     start = time.perf_counter()
-    if path == "dense":
-        with open(file, "rb") as f:
-            saved = flax.serialization.msgpack_restore(f.read())
-        params = jax.tree.map(lambda p, m: jnp.asarray(np.where(m, p, 0).astype(p.dtype)),
-                              saved["params"]["params"], saved["masks"]["params"])
-        del saved
-        q_fn = jax.jit(dense_q_values)
-
-        def q_values(o):
-            return np.asarray(q_fn(params, o))
-    else:
-        agent = sparse_agent.load(file, "jax" if path == "bcoo" else "scipy")
-        q_values = agent.q_values
+    q_values = load()
     load_s = time.perf_counter() - start
+    np.argmax(q_values(obs[:1]), axis=-1)
+    np.argmax(q_values(obs[:1]), axis=-1)
+    return {"rss_imports_mb": rss_imports, "rss_b1_mb": peak_mb(), "load_s": load_s}
 
-    def timed(o):
-        q_values(o)  # warm-up (compiles)
-        times, begin = [], time.perf_counter()
-        while len(times) < repeats and (len(times) < 3 or time.perf_counter() - begin < max_seconds):
-            t = time.perf_counter()
-            np.argmax(q_values(o), axis=-1)
-            times.append(time.perf_counter() - t)
-        return 1e3 * statistics.median(times), len(times)
 
-    b1_ms, b1_n = timed(obs[:1])
-    rss_b1 = peak_mb()
-    b32_ms, b32_n = timed(obs)
-    return {"rss_imports_mb": rss_imports, "rss_b1_mb": rss_b1, "rss_mb": peak_mb(), "load_s": load_s,
-            "b1_ms": b1_ms, "b1_n": b1_n, "b32_ms": b32_ms, "b32_n": b32_n, "q": q_values(obs).tolist()}
+def timing_child(files, obs_file, repeats, max_seconds):
+    """Fresh process, every path loaded: one call of each path in turn (rotating who goes first) per round, so that
+    they share the machine's load alike; per batch size up to `repeats` rounds or `max_seconds` (at least 3 rounds)."""
+    obs = np.load(obs_file)
+    q_fns = {path: loader(path, file)() for path, file in files.items()}
+    out = {path: {"q": q(obs).tolist()} for path, q in q_fns.items()}  # also the warm-up (compiles) of batch 32
+    for batch in (1, 32):
+        o = obs[:batch]
+        for q in q_fns.values():
+            q(o)  # warm-up
+        times, begin, rounds = {path: [] for path in q_fns}, time.perf_counter(), 0
+        order = list(q_fns)
+        while rounds < repeats and (rounds < 3 or time.perf_counter() - begin < max_seconds):
+            for path in order[rounds % len(order):] + order[:rounds % len(order)]:
+                t = time.perf_counter()
+                np.argmax(q_fns[path](o), axis=-1)
+                times[path].append(time.perf_counter() - t)
+            rounds += 1
+        for path, ts in times.items():
+            out[path][f"b{batch}_ms"], out[path][f"b{batch}_n"] = 1e3 * statistics.median(ts), len(ts)
+    return out
 
 
 def make_case(folder, size, sparsity, actions, seed, scope):
@@ -144,26 +164,24 @@ def make_case(folder, size, sparsity, actions, seed, scope):
     return model, out, meta
 
 
-def run_child(path, file, obs_file, a):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", path, file, obs_file, "--repeats", str(a.repeats),
-           "--max-seconds", str(a.max_seconds)]
+def run_child(argv):
+    """A fresh interpreter running this file's --memory-child / --timing-child; its JSON answer, or {"error": ...}."""
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": tail}
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------------------------------ table
 def fmt_ms(r, key):
-    return "skipped" if r is None else ("failed" if "error" in r else f"{r[key]:.2f}")
+    return "skipped" if r is None else (f"{r[key]:.2f}" if key in r else "failed")
 
 
 def fmt_mb(r):
     if r is None:
         return "skipped"
-    if "error" in r:
+    if "rss_b1_mb" not in r:
         return "failed"
     return f"{r['rss_b1_mb']:.0f} (+{r['rss_b1_mb'] - r['rss_imports_mb']:.0f})"
 
@@ -171,7 +189,8 @@ def fmt_mb(r):
 def progress(r):
     if r is None:
         return "skipped"
-    return r.get("error") or f"{r['b1_ms']:.2f} / {r['b32_ms']:.2f} ms"
+    return " ".join(str(r.get(k, "failed")) if k == "error" else f"{r[k]:.2f}" if k in r else "failed"
+                    for k in ("b1_ms", "b32_ms", "rss_b1_mb")) + (f" ({r['error']})" if "error" in r else "")
 
 
 def tables(rows, paths):
@@ -190,7 +209,7 @@ def tables(rows, paths):
                  f"{row['model_bytes']:,}",
                  f"{row['export_bytes']:,}", f"{row['export_bytes'] / row['model_bytes']:.3f}"]
         t1.append("| " + " | ".join(cells + [fmt_mb(r[p]) for p in paths]) + " |")
-        ok = [x for x in r.values() if x is not None and "error" not in x]
+        ok = [x for x in r.values() if x is not None and "b32_n" in x]
         fewest = min((min(x["b1_n"], x["b32_n"]) for x in ok), default=0)
         cells = [row["size"], label] + [fmt_ms(r[p], "b1_ms") for p in paths]
         cells += [fmt_ms(r[p], "b32_ms") for p in paths] + [str(fewest), row["agree"]]
@@ -205,20 +224,25 @@ def main(argv=None):
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.0, 0.5, 0.9, 0.95, 0.99])
     parser.add_argument("--actions", type=int, default=6)
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
-    parser.add_argument("--repeats", type=int, default=50, help="most timed calls per batch size (default 50)")
-    parser.add_argument("--max-seconds", type=float, default=4.0,
-                        help="stop timing a batch size after this many seconds (at least 3 calls; default 4)")
-    parser.add_argument("--bcoo-max-nonzero", type=int, default=5_000_000,
-                        help="skip the BCOO path above this many kept weights (its products gather one row of "
-                             "activations per kept weight: gigabytes at batch 32; default 5,000,000)")
+    parser.add_argument("--repeats", type=int, default=30, help="most timed rounds per batch size (default 30)")
+    parser.add_argument("--max-seconds", type=float, default=3.0,
+                        help="stop timing a batch size after this many seconds of rounds (at least 3; default 3)")
+    parser.add_argument("--bcoo-max-nonzero", type=int, default=2_500_000,
+                        help="skip the BCOO path above this many kept weights (it is the slowest path there by far, "
+                             "seconds per call at batch 32, and gathers one row of activations per kept weight; "
+                             "default 2,500,000)")
     parser.add_argument("--scope", choices=["erk", "global"], default="erk",
                         help="make_mask's scope (default erk; see above)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the tables to this file")
-    parser.add_argument("--child", nargs=3, metavar=("PATH", "FILE", "OBS"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=3, metavar=("PATH", "FILE", "OBS"), help=argparse.SUPPRESS)
+    parser.add_argument("--timing-child", nargs=2, metavar=("FILES", "OBS"), help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
-    if a.child:
-        print(json.dumps(child(*a.child, a.repeats, a.max_seconds)))
+    if a.memory_child:
+        print(json.dumps(memory_child(*a.memory_child)))
+        return 0
+    if a.timing_child:
+        print(json.dumps(timing_child(json.loads(a.timing_child[0]), a.timing_child[1], a.repeats, a.max_seconds)))
         return 0
     bad = [s for s in a.sparsities if not 0.0 <= s < 1.0]
     if bad or a.actions < 1 or a.repeats < 1:
@@ -241,13 +265,15 @@ def main(argv=None):
             for sparsity in a.sparsities:
                 folder = os.path.join(tmp, f"{size}-{sparsity:g}")
                 model, export, meta = make_case(folder, size, sparsity, a.actions, a.seed, a.scope)
-                results = {}
-                for path in a.paths:
-                    if path == "bcoo" and meta["nonzero"] > a.bcoo_max_nonzero:
-                        results[path] = None
-                        continue
-                    results[path] = run_child(path, model if path == "dense" else export, obs_file, a)
-                qs = [np.array(r["q"]) for r in results.values() if r is not None and "error" not in r]
+                files = {path: model if path == "dense" else export for path in a.paths
+                         if not (path == "bcoo" and meta["nonzero"] > a.bcoo_max_nonzero)}
+                results = {path: run_child(["--memory-child", path, files[path], obs_file]) if path in files else None
+                           for path in a.paths}
+                timing = run_child(["--timing-child", json.dumps(files), obs_file, "--repeats", str(a.repeats),
+                                    "--max-seconds", str(a.max_seconds)])
+                for path in files:
+                    results[path].update(timing.get(path, {"error": timing.get("error")}))
+                qs = [np.array(r["q"]) for r in results.values() if r is not None and "q" in r]
                 tol = 1e-6 + 1e-5 * max([0.0] + [float(np.abs(q).max()) for q in qs])
                 agree = "yes" if all(np.allclose(q, qs[0], rtol=0, atol=tol) for q in qs) else "NO"
                 kept = [layer["nonzero"] / layer["weights"] for layer in meta["layers"] if "weights" in layer]
@@ -258,7 +284,8 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
     table = tables(rows, a.paths)
     load_end = os.getloadavg()
-    footer = (f"\nmasks: make_mask scope {a.scope}, seed {a.seed}; {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start and {load_end[0]:.1f} at the end; "
+    footer = (f"\nmasks: make_mask scope {a.scope}, seed {a.seed}; timing: up to {a.repeats} rounds or {a.max_seconds:g} s per "
+              f"batch size; {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start and {load_end[0]:.1f} at the end; "
               f"{time.time() - began:.0f} s in all\n")
     print(table + footer)
     if a.out:
