@@ -121,7 +121,8 @@ def synthetic(tmp_path_factory):
     model = str(folder / "polyprune_dqn_atari_jax.cleanrl_model")
     with open(model, "wb") as f:
         f.write(flax.serialization.to_bytes({"params": params, "masks": masks}))
-    out, meta, _ = export_sparse.export(model)
+    out, meta, _, err = export_sparse.export(model)
+    assert err is not None and err < 1e-3
     assert out == str(folder / "polyprune_dqn_atari_jax.sparseq")
     assert min(layer["nonzero"] for layer in meta["layers"] if "nonzero" in layer) > 0
     return model, out

@@ -160,7 +160,7 @@ def make_case(folder, size, sparsity, actions, seed, scope):
     model = os.path.join(folder, f"{SCRIPT}.cleanrl_model")
     with open(model, "wb") as f:
         f.write(flax.serialization.to_bytes({"params": params, "masks": masks}))
-    out, meta, _ = export_sparse.export(model)
+    out, meta, _, _ = export_sparse.export(model)
     return model, out, meta
 
 

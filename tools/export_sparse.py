@@ -147,7 +147,8 @@ def network_layout(mod, num_actions, hidden):
 
 
 def export(model_path, out_path=None, script=None, check=8, seed=0):
-    """Writes the export of model_path (default: beside it, with SUFFIX); returns (out_path, meta, bytes written)."""
+    """Writes the export of model_path (default: beside it, with SUFFIX); returns (out_path, meta, bytes written, the
+    largest |Q difference| to the dense network on `check` random observations, or None without a check)."""
     tree, raw = read_model(model_path)
     params = tree["params"]
     if "actor_params" in tree or isinstance(params, list):
@@ -217,22 +218,23 @@ def export(model_path, out_path=None, script=None, check=8, seed=0):
     out_path = out_path or (model_path[:-len(".cleanrl_model")] if model_path.endswith(".cleanrl_model") else model_path) + SUFFIX
     if os.path.abspath(out_path) == os.path.abspath(model_path):
         raise ExportError(f"--out {out_path} is the model itself")
-    tmp = out_path + ".tmp"
+    tmp, err = out_path + ".tmp", None
     try:
         size = sparse_agent.write_container(tmp, meta, arrays)
         if check:
-            verify(tmp, mod, params, tree["masks"], num_actions, hidden, check, seed)
+            err = verify(tmp, mod, params, tree["masks"], num_actions, hidden, check, seed)
         os.replace(tmp, out_path)
     except OSError as e:
         raise ExportError(f"cannot write {out_path}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return out_path, meta, size
+    return out_path, meta, size, err
 
 
 def verify(path, mod, params, masks, num_actions, hidden, n, seed):
-    """The written file's Q-values against the script's QNetwork (dense, masks applied) on n random observations."""
+    """The written file's Q-values against the script's QNetwork (dense, masks applied) on n random observations:
+    the largest difference, or ExportError if it exceeds float32 rounding."""
     import jax
 
     obs = np.random.default_rng(seed).integers(0, 256, (n, *INPUT_SHAPE), dtype=np.uint8)
@@ -240,9 +242,10 @@ def verify(path, mod, params, masks, num_actions, hidden, n, seed):
     dense = np.asarray(jax.jit(net.apply)(mod.apply_mask(params, masks), obs))
     sparse = sparse_agent.load(path).q_values(obs)
     err = float(np.max(np.abs(dense - sparse)))
-    if not err <= 1e-4 * max(1.0, float(np.max(np.abs(dense)))):
-        raise ExportError(f"the export of {path} does not reproduce the dense network: max |Q difference| {err:.3g}")
-    verify.last_error = err
+    if not err <= 1e-6 + 1e-5 * float(np.max(np.abs(dense))):  # float32 sums taken in another order
+        raise ExportError(f"the written export does not reproduce the dense network (max |Q difference| {err:.3g} on "
+                          f"{n} random observations); nothing was written")
+    return err
 
 
 def main(argv=None):
@@ -258,13 +261,13 @@ def main(argv=None):
         print(f"error: --check must be >= 0, got {a.check}", file=sys.stderr)
         return 2
     try:
-        out, meta, size = export(a.model, a.out, a.script, a.check)
+        out, meta, size, err = export(a.model, a.out, a.script, a.check)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     src = meta["source"]["bytes"]
     checked = (f"; Q-values equal the dense network's on {a.check} random observations (max |diff| "
-               f"{verify.last_error:.2g})") if a.check else ""
+               f"{err:.2g})") if a.check else ""
     print(f"exported {a.model} -> {out}: {meta['script']}, hidden {meta['hidden']}, {meta['num_actions']} actions, "
           f"sparsity {meta['sparsity']:.4f} ({meta['nonzero']:,} of {meta['kernel_weights']:,} kernel weights kept), "
           f"{size:,} bytes ({size / src:.3f} of the model's {src:,}){checked}")
