@@ -173,9 +173,13 @@ def export(model_path, out_path=None, script=None, check=8, seed=0):
 
     mod = importlib.import_module(script)
     network_size = str(args.get("network_size", next((k for k, v in mod.NETWORK_SIZES.items() if v == hidden), hidden)))
-    if mod.hidden_width(network_size) != hidden:
+    try:
+        width = mod.hidden_width(network_size)
+    except ValueError as e:  # the script's own check (ArgError)
+        raise ExportError(f"{model_path}: args.json: {e}") from None
+    if width != hidden:
         raise ExportError(f"{model_path}: its Dense_0 has {hidden} units, but args.json says --network-size "
-                          f"{network_size} ({mod.hidden_width(network_size)} units)")
+                          f"{network_size} ({width} units)")
     expected, layers = network_layout(mod, num_actions, hidden)
     for name, tree_ in (("params", p), ("masks", m)):
         got = {k: tuple(np.shape(v)) for k, v in tree_.items()}

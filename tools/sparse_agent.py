@@ -106,7 +106,7 @@ def read_container(path):
             buf = f.read()
     except OSError as e:
         raise FormatError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(buf) < PREFIX.size or buf[:len(MAGIC)] != MAGIC:
+    if buf[:len(MAGIC)] != MAGIC[:len(buf)] or not buf:
         raise FormatError(f"{path} is not a sparse Q-network file (tools/export_sparse.py writes them)")
     if len(buf) < PREFIX.size + DIGEST:
         raise FormatError(f"{path} is truncated ({len(buf)} bytes)")
@@ -149,6 +149,7 @@ class Layer:
             raise FormatError(f"{path}: layer {spec.get('name')} names a missing array {e}") from None
         nnz = int(spec["nonzero"])
         ok = (indptr.shape == (self.rows + 1,) and indices.shape == (nnz,) and data.shape == (nnz,)
+              and data.dtype == np.float32 and bias.dtype == np.float32
               and bias.shape == (self.cols,) and int(indptr[0]) == 0 and int(indptr[-1]) == nnz
               and bool(np.all(np.diff(indptr.astype(np.int64)) >= 0)) and (nnz == 0 or int(indices.max()) < self.cols))
         if not ok:
