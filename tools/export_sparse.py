@@ -246,7 +246,7 @@ def verify(path, mod, params, masks, num_actions, hidden, n, seed):
     dense = np.asarray(jax.jit(net.apply)(mod.apply_mask(params, masks), obs))
     sparse = sparse_agent.load(path).q_values(obs)
     err = float(np.max(np.abs(dense - sparse)))
-    if not err <= 1e-6 + 1e-5 * float(np.max(np.abs(dense))):  # float32 sums taken in another order
+    if not err <= 1e-6 + 1e-4 * float(np.max(np.abs(dense))):  # float32 sums taken in another order
         raise ExportError(f"the written export does not reproduce the dense network (max |Q difference| {err:.3g} on "
                           f"{n} random observations); nothing was written")
     return err
