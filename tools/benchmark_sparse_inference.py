@@ -284,9 +284,9 @@ def main(argv=None):
                       file=sys.stderr, flush=True)
     table = tables(rows, a.paths)
     load_end = os.getloadavg()
-    footer = (f"\nmasks: make_mask scope {a.scope}, seed {a.seed}; timing: up to {a.repeats} rounds or {a.max_seconds:g} s per "
-              f"batch size; {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start and {load_end[0]:.1f} at the end; "
-              f"{time.time() - began:.0f} s in all\n")
+    footer = (f"\nmasks: make_mask scope {a.scope}, seed {a.seed}; timing: up to {a.repeats} rounds or {a.max_seconds:g} s "
+              f"per batch size; {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start and {load_end[0]:.1f} at "
+              f"the end; {time.time() - began:.0f} s in all\n")
     print(table + footer)
     if a.out:
         with open(a.out, "w") as f:

@@ -152,7 +152,8 @@ def export(model_path, out_path=None, script=None, check=8, seed=0):
     tree, raw = read_model(model_path)
     params = tree["params"]
     if "actor_params" in tree or isinstance(params, list):
-        raise sac_refusal(model_path, "it holds actor_params" if "actor_params" in tree else "its params are a list of critics")
+        why = "it holds actor_params" if "actor_params" in tree else "its params are a list of critics"
+        raise sac_refusal(model_path, why)
     if "masks" not in tree:
         raise ExportError(f"{model_path} has no masks: a --save-model file holds {{'params', 'masks'}}; "
                           f"this one holds {sorted(tree)}")
@@ -219,7 +220,8 @@ def export(model_path, out_path=None, script=None, check=8, seed=0):
             "layers": layers, "kernel_weights": total, "nonzero": kept, "biases": biases, "sparsity": 1.0 - kept / total,
             "source": {"file": os.path.basename(model_path), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
 
-    out_path = out_path or (model_path[:-len(".cleanrl_model")] if model_path.endswith(".cleanrl_model") else model_path) + SUFFIX
+    stem = model_path[:-len(".cleanrl_model")] if model_path.endswith(".cleanrl_model") else model_path
+    out_path = out_path or stem + SUFFIX
     if os.path.abspath(out_path) == os.path.abspath(model_path):
         raise ExportError(f"--out {out_path} is the model itself")
     tmp, err = out_path + ".tmp", None

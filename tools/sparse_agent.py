@@ -318,7 +318,8 @@ def main(argv=None):
     doc = __doc__.split("\n\n", 1)
     parser = argparse.ArgumentParser(description=doc[0], epilog=doc[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", help="a file written by tools/export_sparse.py")
-    parser.add_argument("--backend", choices=BACKENDS, default="scipy", help="scipy.sparse (default) or jax.experimental.sparse")
+    parser.add_argument("--backend", choices=BACKENDS, default="scipy",
+                        help="scipy.sparse (default) or jax.experimental.sparse")
     parser.add_argument("--obs", help="a .npy of (B, 4, 84, 84) uint8 frame stacks: print their greedy actions")
     a = parser.parse_args(argv)
     try:
