@@ -88,6 +88,10 @@ class StudyGroup:
         return sorted(int(r.args.get("seed", 0)) for r in self.group.runs if r.finished or not finished)
 
 
+def seeds_text(n):
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def fmt_alpha(alpha):
     return "n/a" if alpha is None else f"{alpha:g}"
 
@@ -262,13 +266,13 @@ def ci(value, low, high, metric="return"):
 
 def table_markdown(rows, env, status, n_runs):
     out = [f"# {env}: critic width and alpha", "",
-           f"From {n_runs} finished runs. IQM over seeds at the final step (with 3 seeds: their mean) "
+           f"From {n_runs} finished run{'' if n_runs == 1 else 's'}. IQM over seeds at the final step (with 3 seeds: their mean) "
            "[95% stratified bootstrap CI].", ""]
     if status:
         out += ["Partial: groups of the grid (benchmark/halfcheetah_width_alpha_cpu.sh) missing or incomplete here:", ""]
         out += [f"- {line}" for line in status] + [""]
     head = ["algorithm", "width", "alpha", "runs (finished seeds)", "final return", "final sparsity",
-            "nonzero critic params", "return / dense SAC of this width"]
+            "nonzero critic params (critic pair: kernels + biases, actor excluded)", "return / dense SAC of this width"]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         runs = f"{r['finished_seeds']} of {r['expected_seeds']}" if r["expected_seeds"] != "" else str(r["finished_seeds"])
@@ -341,7 +345,7 @@ def plot_all(groups, rows, env, out_dir, formats):
     for s in alpha3:
         _, value, low, high = s.summary.final["sparsity"]
         errorbar(ax, s.width, value, low, high, color=colors[s.width], marker="o")
-        ax.annotate(f"{len(s.group.runs)} seeds", (s.width, value), textcoords="offset points", xytext=(6, -10), fontsize=7)
+        ax.annotate(seeds_text(len(s.group.runs)), (s.width, value), textcoords="offset points", xytext=(6, -10), fontsize=7)
     if len(alpha3) > 1:
         ax.plot([s.width for s in alpha3], [s.summary.final["sparsity"][1] for s in alpha3], color="grey", linewidth=1)
     cap_line(ax)
@@ -359,7 +363,7 @@ def plot_all(groups, rows, env, out_dir, formats):
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for s in (s for s in eaude if s.alpha == 3.0 and "sparsity" in s.schedule.curves):
         steps, value, low, high = s.schedule.curves["sparsity"]
-        ax.plot(steps, value, color=colors[s.width], label=f"width {s.width} ({len(s.group.runs)} seeds)")
+        ax.plot(steps, value, color=colors[s.width], label=f"width {s.width} ({seeds_text(len(s.group.runs))})")
         ax.fill_between(steps, low, high, color=colors[s.width], alpha=0.2, linewidth=0)
     if eaude:
         args = eaude[0].group.runs[0].args
@@ -392,10 +396,11 @@ def plot_all(groups, rows, env, out_dir, formats):
         elif dense64 is not None:
             _, value, low, high = dense64.summary.final["return"]
             ax.axhline(value, color="grey", linestyle="--", linewidth=1,
-                       label=f"dense SAC 64 ({len(dense64.group.runs)} seeds)")
+                       label=f"dense SAC 64 ({seeds_text(len(dense64.group.runs))})")
             ax.axhspan(low, high, color="grey", alpha=0.15, linewidth=0)
             ax.legend(fontsize=7, loc="lower right")
-        ax.set_xticks(sorted({s.alpha for s in at64}) or [0, 3, 6, 12])
+        ax.set_xticks(sorted({0.0, 3.0, 6.0, 12.0} | {s.alpha for s in at64}))
+        ax.set_xlim(-1, max([12.0] + [s.alpha for s in at64]) + 1)
         ax.set_xlabel("alpha (Eq. 3)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
