@@ -288,3 +288,173 @@ def test_help_explains_the_grid():
                          text=True, timeout=60)
     assert out.returncode == 0
     assert "--group-by" in out.stdout and "bucket" in out.stdout and "--include-unfinished" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------------- compact runs
+COMPACT_TAGS = {"eval/episodic_return", "sparsity/network", "sparsity/selected", "sparsity/online", "charts/nonzero_params"}
+
+
+def write_event_run(root, name, args, scalars, status=None):
+    """A run folder of args.json and TensorBoard events (tag -> [(step, value)]), with a launch_status.json if given."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "args.json").write_text(json.dumps(args))
+    if status is not None:
+        (d / "launch_status.json").write_text(json.dumps(status))
+    writer = Writer(str(d))
+    for tag, points in scalars.items():
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+    writer.close()
+    return d
+
+
+def curves_of(run, points):
+    grid = results.step_grid(run.total, points)
+    return {m: results.run_curve(run, m, grid) for m in ("return", "sparsity", "nonzero")}
+
+
+def assert_same_runs(event_runs, compact_runs):
+    ev = {r.run_name: r for r in event_runs}
+    co = {r.run_name: r for r in compact_runs}
+    assert sorted(ev) == sorted(co)
+    for name, run in ev.items():
+        other = co[name]
+        assert (other.args, other.script, other.total, other.last_step, other.finished) == (
+            run.args, run.script, run.total, run.last_step, run.finished)
+        for points in (1, 2, 3, 7, 10, 40, 100, 1000):
+            for metric, curve in curves_of(run, points).items():
+                np.testing.assert_array_equal(curve, curves_of(other, points)[metric], err_msg=f"{name} {metric} {points}")
+
+
+def test_compact_runs_give_the_same_numbers(smoke_runs, tmp_path, capsys):
+    compact, common = tmp_path / "compact", ["--points", "3", "--reps", "200"]
+    assert results.main([str(smoke_runs), "--out", str(tmp_path / "events"), "--export-compact", str(compact), *common]) == 0
+    files = sorted(compact.glob("*.json"))
+    assert [f.stem for f in files] == sorted(os.path.basename(d) for d in glob.glob(str(smoke_runs / "*")))
+    for f in files:
+        assert f.stat().st_size < 6000, f
+        data = json.loads(f.read_text())
+        assert data["format"] == 1 and data["finished"] and data["last_step"] == TOTAL and data["name"] == f.stem
+        assert data["args"] == json.loads((smoke_runs / f.stem / "args.json").read_text())
+        assert set(data["scalars"]) <= COMPACT_TAGS and "eval/episodic_return" in data["scalars"]
+    assert results.main([str(compact), "--out", str(tmp_path / "from_compact"), *common]) == 0
+    assert (tmp_path / "from_compact" / "final.csv").read_text() == (tmp_path / "events" / "final.csv").read_text()
+    assert (tmp_path / "from_compact" / "final.md").read_text() == (tmp_path / "events" / "final.md").read_text()
+    # runs.csv: the same rows; the run column names where each was read from, the same run
+    ev, co = (read_csv(tmp_path / d / "runs.csv") for d in ("events", "from_compact"))
+    assert [os.path.basename(r.pop("run")) for r in ev] == [os.path.basename(r.pop("run"))[:-len(".json")] for r in co]
+    assert ev == co
+    assert_same_runs(results.load_local_runs([str(smoke_runs)], print), results.load_local_runs([str(compact)], print))
+    # exporting again, from the events or from the compact runs, gives the same bytes
+    for source, again in ((smoke_runs, "again"), (compact, "from_compact_again")):
+        argv = [str(source), "--out", str(tmp_path / "o"), "--export-compact", str(tmp_path / again), *common]
+        assert results.main(argv) == 0
+        assert [(f.name, f.read_bytes()) for f in sorted((tmp_path / again).glob("*.json"))] == [
+            (f.name, f.read_bytes()) for f in files]
+    # one compact file given alone is one run
+    assert len(results.load_local_runs([str(files[0])], print)) == 1
+
+
+def test_compact_run_of_a_full_length_sac_run_is_small_and_exact(tmp_path):
+    """A 100k-step EauDeSAC-like run, periodic tags every 100 steps: the compact run keeps the sparsity and nonzero
+    series at their changes (one per selection at most) and is a few KB."""
+    rng = np.random.default_rng(0)
+    total, sparsity, points = 100_000, 0.0, {t: [] for t in ("sparsity/network", "charts/nonzero_params", "charts/SPS",
+                                                            "losses/qf_loss", "eval/episodic_return")}
+    for step in range(100, total + 1, 100):
+        if step % 1000 == 0 and rng.random() < 0.6:
+            sparsity += 0.01 * (1 - sparsity)
+        points["sparsity/network"].append((step, sparsity))
+        points["charts/nonzero_params"].append((step, float(round(73484 + 11522 * (1 - sparsity)))))
+        points["charts/SPS"].append((step, float(rng.integers(200, 300))))
+        points["losses/qf_loss"].append((step, float(rng.random())))
+        if step % 10_000 == 0:
+            points["eval/episodic_return"].append((step, float(rng.normal(1000, 300))))
+    args = {"exp_name": "eaudesac_mujoco_jax", "seed": 1, "env_id": "HalfCheetah-v4", "total_timesteps": total,
+            "tau": 0.005, "population_size": 5, "network_size": "64", "alpha": 3.0}
+    write_event_run(tmp_path / "runs", "HalfCheetah-v4__eaudesac_mujoco_jax__s1", args, points,
+                    status={"state": "exited", "exit_code": 0})
+    event_runs = results.load_local_runs([str(tmp_path / "runs")], print)
+    assert event_runs[0].finished
+    (path,) = results.export_compact(event_runs, str(tmp_path / "compact"))
+    assert os.path.getsize(path) < 8000
+    data = json.loads(open(path).read())
+    assert set(data["scalars"]) == {"sparsity/network", "charts/nonzero_params", "eval/episodic_return"}
+    assert len(data["scalars"]["sparsity/network"]) < 100 and len(data["scalars"]["eval/episodic_return"]) == 10
+    assert_same_runs(event_runs, results.load_local_runs([path], print))
+
+
+def test_change_points_keep_the_last_value_at_every_step():
+    rng = np.random.default_rng(1)
+    steps = np.sort(rng.integers(0, 60, 300)) * 10  # repeated steps too (a resumed run logs some again)
+    values = np.empty(300)
+    values[0] = 0.0
+    for i in range(1, 300):
+        values[i] = values[i - 1] if rng.random() < 0.8 else rng.choice([0.0, 0.25, 0.5, np.nan])
+    kept_steps, kept_values = results.change_points(steps, values)
+    assert 10 < len(kept_steps) < 150 and kept_steps[-1] == steps[-1]
+    grid = np.arange(0, 610, 5)
+    for last_step in (600, 300):
+        np.testing.assert_array_equal(results.last_values(steps, values, grid, last_step),
+                                      results.last_values(kept_steps, kept_values, grid, last_step))
+
+
+def test_a_run_still_running_per_launch_status_is_unfinished(tmp_path, capsys):
+    """The final evaluation is logged after the last periodic step: a run whose launch_status.json does not say it
+    exited with code 0 is unfinished even when it logged step total_timesteps."""
+    args = {"exp_name": "sac_mujoco_jax", "env_id": "Hopper-v4", "total_timesteps": 300, "tau": 0.005,
+            "final_sparsity": 0.0}
+    scalars = {"eval/episodic_return": [(100, 1.0), (300, 2.0)], "sparsity/network": [(100, 0.0), (300, 0.0)]}
+    for seed, status in ((1, {"state": "running"}), (2, {"state": "exited", "exit_code": 1}),
+                         (3, {"state": "exited", "exit_code": 0}), (4, None)):
+        write_event_run(tmp_path / "runs", f"run{seed}", dict(args, seed=seed), scalars, status)
+    capsys.readouterr()
+    assert results.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--points", "3", "--reps", "50"]) == 0
+    skipped = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 2
+    assert any("run1: unfinished (last logged step 300 of 300; launch_status.json: running)" in line for line in skipped)
+    assert any("run2: unfinished" in line and "launch_status.json: exited, exit code 1" in line for line in skipped)
+    assert read_csv(tmp_path / "out" / "final.csv")[0]["seeds"] == "2"
+    # exported with --include-unfinished, a compact run stays unfinished
+    assert results.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2"), "--points", "3", "--reps", "50",
+                         "--include-unfinished", "--export-compact", str(tmp_path / "compact")]) == 0
+    assert json.loads((tmp_path / "compact" / "run1.json").read_text())["finished"] is False
+    capsys.readouterr()
+    assert results.main([str(tmp_path / "compact"), "--out", str(tmp_path / "out3"), "--points", "3", "--reps", "50"]) == 0
+    assert "run1.json: unfinished (last logged step 300 of 300; exported unfinished)" in capsys.readouterr().out
+
+
+def good_compact():
+    return {"format": 1, "name": "r", "last_step": 300, "finished": True,
+            "args": {"exp_name": "sac_mujoco_jax", "seed": 1, "env_id": "Hopper-v4", "total_timesteps": 300, "tau": 0.005},
+            "scalars": {"eval/episodic_return": [[300, 1.5]], "sparsity/network": [[100, 0.0], [300, 0.0]]}}
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{not json", "JSONDecodeError"),
+    ("[1, 2]", '"format": 1'),
+    (json.dumps(dict(good_compact(), format=2)), '"format": 1'),
+    (json.dumps({k: v for k, v in good_compact().items() if k != "args"}), "'args'"),
+    (json.dumps(dict(good_compact(), last_step="300")), "'last_step'"),
+    (json.dumps(dict(good_compact(), scalars={"eval/episodic_return": [[300]]})), "[step, value] pairs"),
+    (json.dumps(dict(good_compact(), scalars={"eval/episodic_return": [[400, 1.0]]})), "past last_step 300"),
+])
+def test_a_malformed_compact_run_is_one_error_line(tmp_path, capsys, text, why):
+    (tmp_path / "compact").mkdir()
+    (tmp_path / "compact" / "good.json").write_text(results.compact_text(good_compact()))
+    (tmp_path / "compact" / "bad.json").write_text(text)
+    for path in (tmp_path / "compact", tmp_path / "compact" / "bad.json"):
+        capsys.readouterr()
+        assert results.main([str(path), "--out", str(tmp_path / "out")]) == 2
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "bad.json: not a compact run" in lines[0], lines
+        assert why in lines[0]
+    (tmp_path / "compact" / "bad.json").unlink()
+    assert results.main([str(tmp_path / "compact"), "--out", str(tmp_path / "out"), "--reps", "20"]) == 0
+
+
+def test_a_path_that_does_not_exist_is_an_error(tmp_path, capsys):
+    assert results.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nowhere: no such folder or file" in lines[0]

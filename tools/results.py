@@ -28,9 +28,21 @@ Aggregation: IQM (25% trimmed mean) over seeds per env, and for Atari over seeds
 (games with more seeds than others are cut to the smallest seed count, reported); 95% CIs from rliable's
 stratified bootstrap (runs resampled within each game), --reps replications, seeded by --seed.
 
-A run that is unfinished (last logged step below total_timesteps, rounded down to the 100-step log interval),
-misses the tag a metric needs, has no args.json or events, or comes from no known script is reported with one
-line and skipped; --include-unfinished keeps unfinished runs.
+A run that is unfinished (last logged step below total_timesteps, rounded down to the 100-step log interval, or a
+launch_status.json of tools/launch.py that does not say it exited with code 0: the final evaluation is logged after
+the last periodic step), misses the tag a metric needs, has no args.json or events, or comes from no known script is
+reported with one line and skipped; --include-unfinished keeps unfinished runs. A path that does not exist, or a
+malformed compact run, is an error (one `error:` line, exit status 2).
+
+Compact runs (--export-compact DIR): DIR/<run name>.json per run summarized, a few KB of JSON holding only what the
+metrics above read, so that this tool gives the same numbers from them as from the event files:
+  {"format": 1, "name": run name, "args": args.json, "last_step": last logged step of any tag, "finished": bool,
+   "scalars": {tag: [[step, value], ...]}}
+with the return tag (every point), the sparsity tags (with their fallbacks) and charts/nonzero_params, the last two
+piecewise constant and kept at their change points plus their last point. Keys sorted and floats written as Python's
+shortest round-trip repr: exporting the same runs again gives the same bytes. A .json path given to this tool, or the
+.json files of a folder given to it (outside run folders; args.json and launch_status.json apart), are read as compact
+runs, alongside event-file run folders.
 
 Writes to --out: {family}_returns, {family}_sparsity, {family}_final_sparsity, {family}_pareto (one file per
 --formats, default png; families: atari, atari_offline, mujoco), final.md and final.csv (IQM and CI per group),
@@ -49,6 +61,7 @@ Usage:
   python tools/results.py runs --out results
   python tools/results.py runs --group-by population_size --points 40 --reps 50000 --formats png pdf
   python tools/results.py runs --compare sac_mujoco_jax --out results
+  python tools/results.py runs --export-compact compact_runs --out results   # then: tools/results.py compact_runs
   python tools/results.py --wandb-project eaudeqn --wandb-entity me --out results_wandb
 """
 import argparse
@@ -106,9 +119,13 @@ EXP_PREFIXES = [("polyprune_dqn", "polyprune_dqn_atari_jax"), ("polyprune_cql", 
                 ("cql", "polyprune_cql_atari_jax"), ("sac", "polyprune_sac_mujoco_jax")]
 
 
+class InputError(Exception):
+    """Bad input (a path that does not exist, a malformed compact run): one `error:` line, exit status 2."""
+
+
 @dataclass
 class Run:
-    name: str
+    name: str  # where it was read from (run folder, compact file, W&B path)
     args: dict
     script: str
     family: str
@@ -116,6 +133,8 @@ class Run:
     scalars: dict = field(repr=False)  # tag -> (steps int64 array, values float64 array), sorted by step
     last_step: int = 0
     finished: bool = True
+    run_name: str = ""  # the run's own name (its folder's path under the root given; a compact file's "name")
+    status: str = ""  # what launch_status.json says when it does not say done
 
     def tag(self, tags):
         """The first of `tags` the run logged, or None."""
@@ -177,8 +196,9 @@ def _arrays(pairs):
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.float64)
 
 
-def make_run(name, args, scalars, report):
-    """A Run from its args and scalars, or None (reported) if no known script wrote it or it logged nothing."""
+def make_run(name, args, scalars, report, last_step=None, finished=None, run_name=None):
+    """A Run from its args and scalars, or None (reported) if no known script wrote it or it logged nothing.
+    last_step and finished default to what the scalars tell (a compact run stores both)."""
     script = identify_script(args)
     if script is None:
         report(f"skipped {name}: unknown script (exp_name {args.get('exp_name')!r}; args.json matches no EauDeQN script)")
@@ -193,10 +213,11 @@ def make_run(name, args, scalars, report):
     if not any(len(s) for s, _ in scalars.values()):
         report(f"skipped {name}: no TensorBoard scalars")
         return None
-    last = int(max(int(s[-1]) for s, _ in scalars.values() if len(s)))
+    last = int(max(int(s[-1]) for s, _ in scalars.values() if len(s))) if last_step is None else int(last_step)
     expected = total if total < LOG_INTERVAL else total - total % LOG_INTERVAL
     return Run(name=name, args=args, script=script, family=SCRIPTS[script], total=total, scalars=scalars,
-               last_step=last, finished=last >= expected)
+               last_step=last, finished=last >= expected if finished is None else bool(finished),
+               run_name=run_name if run_name is not None else os.path.basename(name))
 
 
 def find_run_dirs(root):
@@ -208,14 +229,37 @@ def find_run_dirs(root):
     return sorted(found)
 
 
+def launch_state(run_dir):
+    """What tools/launch.py's launch_status.json says when it does not say the run is done (exited with code 0): its
+    state, e.g. 'running'; '' when it says done, or there is none, or it cannot be read."""
+    try:
+        with open(os.path.join(run_dir, "launch_status.json")) as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(status, dict) or (status.get("state") == "exited" and status.get("exit_code") == 0):
+        return ""
+    state = str(status.get("state"))
+    return state if status.get("exit_code") is None else f"{state}, exit code {status.get('exit_code')}"
+
+
 def load_local_runs(roots, report):
+    """Runs of the given paths: event-file run folders under a folder, compact runs (a .json file given, or the .json
+    files of a folder outside its run folders). Raises InputError for a path that does not exist or a malformed
+    compact run; a run folder that cannot be read is reported and skipped."""
     runs = []
     for root in roots:
-        if not os.path.isdir(root):
-            report(f"skipped {root}: not a folder")
+        if os.path.isfile(root) and root.endswith(".json"):
+            run = read_compact(root, report)
+            if run is not None:
+                runs.append(run)
             continue
-        for run_dir in find_run_dirs(root):
-            name = os.path.relpath(run_dir, root) if run_dir != root else os.path.basename(run_dir)
+        if not os.path.isdir(root):
+            raise InputError(f"{root}: " + ("neither a folder nor a compact run (.json)" if os.path.exists(root)
+                                            else "no such folder or file"))
+        run_dirs = find_run_dirs(root)
+        for run_dir in run_dirs:
+            name = os.path.relpath(run_dir, root) if run_dir != root else os.path.basename(os.path.abspath(run_dir))
             if not os.path.exists(os.path.join(run_dir, "args.json")):
                 report(f"skipped {run_dir}: no args.json")
                 continue
@@ -231,10 +275,126 @@ def load_local_runs(roots, report):
             except Exception as e:  # a corrupt or truncated event file: one line, never a crash
                 report(f"skipped {run_dir}: event files unreadable ({type(e).__name__}: {e})")
                 continue
-            run = make_run(run_dir, args, scalars, report)
+            run = make_run(run_dir, args, scalars, report, run_name=name)
+            if run is not None:
+                run.status = launch_state(run_dir)
+                if run.status:
+                    run.finished = False
+                runs.append(run)
+        for path in compact_files(root, run_dirs):
+            run = read_compact(path, report)
             if run is not None:
                 runs.append(run)
     return runs
+
+
+# ------------------------------------------------------------------------------------------------------- compact runs
+COMPACT_FORMAT = 1
+NOT_COMPACT = ("args.json", "launch_status.json")  # the .json files of run folders
+
+
+def compact_tags(run):
+    """(tags kept in full, piecewise constant tags) of the run: what the metrics read, fallbacks included."""
+    return [RETURN_TAG[run.family]], [*SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS), NONZERO_TAG]
+
+
+def change_points(steps, values):
+    """The points of a piecewise constant series (sorted by step) where the value differs from the previous point's,
+    plus the first and the last: the last value at or before any step is the same as in the full series."""
+    if len(steps) == 0:
+        return steps, values
+    keep = np.ones(len(steps), bool)
+    keep[1:] = ~((values[1:] == values[:-1]) | (np.isnan(values[1:]) & np.isnan(values[:-1])))
+    keep[-1] = True
+    return steps[keep], values[keep]
+
+
+def compact_run(run):
+    """The run as a compact-run dict."""
+    full, piecewise = compact_tags(run)
+    scalars = {}
+    for tag in dict.fromkeys(full + piecewise):
+        if tag in run.scalars and len(run.scalars[tag][0]):
+            steps, values = run.scalars[tag]
+            if tag in piecewise and tag not in full:
+                steps, values = change_points(steps, values)
+            scalars[tag] = [[int(st), float(v)] for st, v in zip(steps, values)]
+    return {"format": COMPACT_FORMAT, "name": run.run_name, "args": run.args, "last_step": int(run.last_step),
+            "finished": bool(run.finished), "scalars": scalars}
+
+
+def compact_text(data):
+    """JSON text of a compact run: sorted keys, one line per tag (json writes floats as their shortest repr)."""
+    head = {k: v for k, v in data.items() if k != "scalars"}
+    lines = ["{"] + [f" {json.dumps(k)}: {json.dumps(head[k], sort_keys=True)}," for k in sorted(head)]
+    tags = sorted(data["scalars"])
+    lines.append(' "scalars": {' + ("" if tags else "}"))
+    for i, tag in enumerate(tags):
+        lines.append(f"  {json.dumps(tag)}: {json.dumps(data['scalars'][tag], separators=(',', ':'))}"
+                     + ("," if i < len(tags) - 1 else ""))
+    if tags:
+        lines.append(" }")
+    return "\n".join(lines + ["}", ""])
+
+
+def export_compact(runs, out_dir):
+    """Writes out_dir/<run name>.json for every run; returns the paths. Raises InputError if two runs share a name."""
+    paths = {}
+    for run in runs:
+        name = run.run_name.replace(":", "_") or "run"
+        path = os.path.join(out_dir, f"{name}.json")
+        if path in paths:
+            raise InputError(f"--export-compact: {paths[path].name} and {run.name} are both named {name!r}")
+        paths[path] = run
+    for path, run in sorted(paths.items()):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(compact_text(compact_run(run)))
+    return sorted(paths)
+
+
+def compact_files(root, run_dirs):
+    """The .json files under root outside its run folders (args.json and launch_status.json apart)."""
+    found = []
+    inside = tuple(os.path.join(d, "") for d in run_dirs)
+    for dirpath, _, files in os.walk(root):
+        if os.path.join(dirpath, "").startswith(inside):
+            continue
+        found += [os.path.join(dirpath, f) for f in files if f.endswith(".json") and f not in NOT_COMPACT]
+    return sorted(found)
+
+
+def read_compact(path, report):
+    """A Run from a compact run file (None, reported, when make_run skips it). Raises InputError if malformed."""
+    def bad(why):
+        return InputError(f"{path}: not a compact run ({why})")
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise bad(f"{type(e).__name__}: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != COMPACT_FORMAT:
+        raise bad(f'no "format": {COMPACT_FORMAT}')
+    for key, kind in (("name", str), ("args", dict), ("scalars", dict), ("last_step", int), ("finished", bool)):
+        if not isinstance(data.get(key), kind) or (kind is int and isinstance(data.get(key), bool)):
+            raise bad(f"{key!r} missing or not a {kind.__name__}")
+    scalars = {}
+    for tag, points in data["scalars"].items():
+        ok = isinstance(points, list) and all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+            and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) for p in points)
+        if not ok:
+            raise bad(f"scalars {tag!r} is not a list of [step, value] pairs")
+        steps, values = _arrays(points)
+        if len(steps) and steps[-1] > data["last_step"]:
+            raise bad(f"scalars {tag!r} go past last_step {data['last_step']}")
+        scalars[tag] = (steps, values)
+    run = make_run(path, data["args"], scalars, report, last_step=data["last_step"], finished=data["finished"],
+                   run_name=data["name"])
+    if run is not None and not run.finished:
+        run.status = "exported unfinished"
+    return run
 
 
 def load_wandb_runs(project, entity, group, tag, report, api=None):
@@ -689,6 +849,35 @@ def plot_family(family, summaries, group_by, out_dir, formats):
     return written
 
 
+def select_runs(runs, include_unfinished, report):
+    """The runs to summarize: unfinished ones only with include_unfinished (reported either way); runs that miss a
+    metric's tag, or Atari games without random/human scores, reported and left out."""
+    kept = []
+    for run in runs:
+        if not run.finished:
+            why = ""
+            if run.status:
+                why = f"; {run.status}" if run.status == "exported unfinished" else f"; launch_status.json: {run.status}"
+            what = f"unfinished (last logged step {run.last_step} of {run.total}{why})"
+            if not include_unfinished:
+                report(f"skipped {run.name}: {what}; --include-unfinished keeps it")
+                continue
+            report(f"included {run.name}: {what}")
+        missing = [m for m, tags in (("return", [RETURN_TAG[run.family]]),
+                                     ("sparsity", SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS)))
+                   if run.tag(tags) is None]
+        if missing:
+            tags = {"return": RETURN_TAG[run.family],
+                    "sparsity": " / ".join(SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS))}
+            report(f"skipped {run.name}: missing tag {', '.join(tags[m] for m in missing)}")
+            continue
+        if run.family.startswith("atari") and atari_game(run.args["env_id"]) not in ATARI_SCORES:
+            report(f"skipped {run.name}: no random/human score for {run.args['env_id']} (not an Atari-57 game)")
+            continue
+        kept.append(run)
+    return kept
+
+
 def main(argv=None):
     doc = __doc__.split("\n\n", 1)
     parser = argparse.ArgumentParser(description=doc[0], epilog=doc[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -709,6 +898,9 @@ def main(argv=None):
     parser.add_argument("--compare", metavar="BASE",
                         help="exp_name to compare every other algorithm with (final return: IQM ratio, difference, "
                              "probability of improvement, with CIs): compare.md / compare.csv")
+    parser.add_argument("--export-compact", metavar="DIR",
+                        help="also write each run summarized as DIR/<run name>.json, a compact run (see above) that "
+                             "this tool reads back to the same numbers")
     parser.add_argument("--wandb-project", help="also read the runs of this W&B project (online; wandb login first)")
     parser.add_argument("--wandb-entity", help="W&B entity of --wandb-project")
     parser.add_argument("--wandb-group", help="only the W&B runs of this group")
@@ -719,33 +911,25 @@ def main(argv=None):
     report = print
 
     roots = a.run_dirs if a.run_dirs else ([] if a.wandb_project else ["runs"])
-    runs = load_local_runs(roots, report)
+    try:
+        runs = load_local_runs(roots, report)
+    except InputError as e:
+        print(f"error: {e}")
+        return 2
     if a.wandb_project:
         runs += load_wandb_runs(a.wandb_project, a.wandb_entity, a.wandb_group, a.wandb_tag, report)
 
-    kept = []
-    for run in runs:
-        if not run.finished:
-            what = f"unfinished (last logged step {run.last_step} of {run.total})"
-            if not a.include_unfinished:
-                report(f"skipped {run.name}: {what}; --include-unfinished keeps it")
-                continue
-            report(f"included {run.name}: {what}")
-        missing = [m for m, tags in (("return", [RETURN_TAG[run.family]]),
-                                     ("sparsity", SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS)))
-                   if run.tag(tags) is None]
-        if missing:
-            tags = {"return": RETURN_TAG[run.family],
-                    "sparsity": " / ".join(SPARSITY_TAGS.get(run.script, DEFAULT_SPARSITY_TAGS))}
-            report(f"skipped {run.name}: missing tag {', '.join(tags[m] for m in missing)}")
-            continue
-        if run.family.startswith("atari") and atari_game(run.args["env_id"]) not in ATARI_SCORES:
-            report(f"skipped {run.name}: no random/human score for {run.args['env_id']} (not an Atari-57 game)")
-            continue
-        kept.append(run)
+    kept = select_runs(runs, a.include_unfinished, report)
     if not kept:
         report("no runs to summarize")
         return 1
+    if a.export_compact:
+        try:
+            paths = export_compact(kept, a.export_compact)
+        except InputError as e:
+            print(f"error: {e}")
+            return 2
+        print(f"exported {len(paths)} compact runs to {a.export_compact}")
 
     os.makedirs(a.out, exist_ok=True)
     groups = group_runs(kept, a.group_by)
