@@ -139,6 +139,6 @@ def test_help_has_the_reproduce_commands():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "study_width_alpha.py"), "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    assert "--export-compact docs/halfcheetah_width_alpha/runs" in out.stdout
-    command = "python tools/study_width_alpha.py docs/halfcheetah_width_alpha/runs --out docs/halfcheetah_width_alpha"
+    assert "--export-compact docs/halfcheetah_width_alpha/compact_runs" in out.stdout
+    command = "python tools/study_width_alpha.py docs/halfcheetah_width_alpha/compact_runs --out docs/halfcheetah_width_alpha"
     assert command in out.stdout

@@ -32,10 +32,11 @@ Eq. 3's cap: a copy prunes at most beta of its parent's remaining weights, once 
 member made at an earlier one: at most 1 - (1 - beta)^(n - 1) = 0.630.
 
 Reproduce (RUNS: the runs folder of the grid, WORKDIR/runs of benchmark/halfcheetah_width_alpha_cpu.sh):
-  python tools/results.py RUNS --points 10 --export-compact docs/halfcheetah_width_alpha/runs --out RESULTS_TMP
-  python tools/study_width_alpha.py docs/halfcheetah_width_alpha/runs --out docs/halfcheetah_width_alpha
+  python tools/results.py RUNS --points 10 --export-compact docs/halfcheetah_width_alpha/compact_runs --out RESULTS_TMP
+  python tools/study_width_alpha.py docs/halfcheetah_width_alpha/compact_runs --out docs/halfcheetah_width_alpha
 The first command exports only finished runs (it leaves out unfinished ones, as it does from its own tables) and
-writes results.py's generic figures and tables to RESULTS_TMP; the second one needs only the compact runs.
+writes results.py's generic figures and tables to RESULTS_TMP; the second one needs only the compact runs. (The
+folder is compact_runs, not runs: .gitignore ignores every runs/ folder.)
 """
 import argparse
 import csv
@@ -266,8 +267,8 @@ def ci(value, low, high, metric="return"):
 
 def table_markdown(rows, env, status, n_runs):
     out = [f"# {env}: critic width and alpha", "",
-           f"From {n_runs} finished run{'' if n_runs == 1 else 's'}. IQM over seeds at the final step (with 3 seeds: their mean) "
-           "[95% stratified bootstrap CI].", ""]
+           f"From {n_runs} finished run{'' if n_runs == 1 else 's'}. IQM over seeds at the final step (with 3 seeds: "
+           "their mean) [95% stratified bootstrap CI].", ""]
     if status:
         out += ["Partial: groups of the grid (benchmark/halfcheetah_width_alpha_cpu.sh) missing or incomplete here:", ""]
         out += [f"- {line}" for line in status] + [""]
