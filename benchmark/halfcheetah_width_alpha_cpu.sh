@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The width and alpha study (docs/halfcheetah_width_alpha.md): does EauDeSAC discover more sparsity in larger critics and
 # under a bolder alpha (Eq. 3)? HalfCheetah-v4, 100,000 env steps, paper defaults otherwise (Eq. 3's horizon and
-# PolyPrune's schedule follow --total-timesteps). One run at a time with both cores (measured faster here than two
-# single-threaded runs side by side: docs/halfcheetah_width_alpha.md). Runs go to WORKDIR/runs through tools/launch.py;
-# the same command resumes what is unfinished and skips what is done. Groups run in the order below (cheap first).
+# PolyPrune's schedule follow --total-timesteps). One run at a time with both cores: on the 2-core dev machine one
+# EauDeSAC K=5 (256) run did 62 env steps/s alone, two single-threaded runs side by side about 46 together
+# (docs/halfcheetah_width_alpha.md). Runs go to WORKDIR/runs through tools/launch.py; the same command resumes what is
+# unfinished and skips what is done. Groups run in the order below (cheap first). Then, to commit and rebuild:
+#   python tools/results.py WORKDIR/runs --points 10 --export-compact docs/halfcheetah_width_alpha/compact_runs --out TMP
+#   python tools/study_width_alpha.py docs/halfcheetah_width_alpha/compact_runs --out docs/halfcheetah_width_alpha
 # Usage: WORKDIR=. SEEDS=1,2,3 bash benchmark/halfcheetah_width_alpha_cpu.sh [status | local --dry-run]
 set -euo pipefail
 WORKDIR=${WORKDIR:-.}
