@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The width and alpha study (docs/halfcheetah_width_alpha.md): does EauDeSAC discover more sparsity in larger critics and
 # under a bolder alpha (Eq. 3)? HalfCheetah-v4, 100,000 env steps, paper defaults otherwise (Eq. 3's horizon and
-# PolyPrune's schedule follow --total-timesteps). One run at a time with both cores: on the 2-core dev machine one
-# EauDeSAC K=5 (256) run did 62 env steps/s alone, two single-threaded runs side by side about 46 together
-# (docs/halfcheetah_width_alpha.md). Runs go to WORKDIR/runs through tools/launch.py; the same command resumes what is
-# unfinished and skips what is done. Groups run in the order below (cheap first). Then, to commit and rebuild:
+# PolyPrune's schedule follow --total-timesteps). WORKERS runs at a time, each with single-threaded XLA: on the 2-core
+# dev machine EauDeSAC K=5 (256) did 47-49 env steps/s as one run on both cores, 59 together as two single-threaded
+# runs side by side (83 when each is pinned to a core) (docs/halfcheetah_width_alpha.md). WORKERS=1 runs one at a time
+# on both cores. Runs go to WORKDIR/runs through tools/launch.py; the same command resumes what is unfinished and
+# skips what is done. Groups start in the order below (cheap first). Then, to commit and rebuild:
 #   python tools/results.py WORKDIR/runs --points 10 --export-compact docs/halfcheetah_width_alpha/compact_runs --out TMP
 #   python tools/study_width_alpha.py docs/halfcheetah_width_alpha/compact_runs --out docs/halfcheetah_width_alpha
-# Usage: WORKDIR=. SEEDS=1,2,3 bash benchmark/halfcheetah_width_alpha_cpu.sh [status | local --dry-run]
+# Usage: WORKDIR=. WORKERS=2 SEEDS=1,2,3 bash benchmark/halfcheetah_width_alpha_cpu.sh [status | local --dry-run]
 set -euo pipefail
 WORKDIR=${WORKDIR:-.}
+WORKERS=${WORKERS:-2}
 SEEDS=${SEEDS:-1,2,3}
 common=(--env-id HalfCheetah-v4 --total-timesteps 100000 --save-model --seed "$SEEDS")
 grid=(
@@ -26,6 +28,7 @@ grid=(
   eaudesac_mujoco_jax.py --population-size 5 --alpha 0 --exp-name eaudesac_alpha0_mujoco_jax --network-size 32,64,128,256
   --env-id HalfCheetah-v4 --total-timesteps 100000 --save-model --seed 1
 )
-[ $# -gt 0 ] || set -- local --workers 1
+[ $# -gt 0 ] || set -- local --workers "$WORKERS"
+[ "$WORKERS" = 1 ] || export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 cmd=$1; shift
 python "$(dirname "$0")/../tools/launch.py" "$cmd" --workdir "$WORKDIR" --grid halfcheetah_width_alpha_cpu "$@" "${grid[@]}"
