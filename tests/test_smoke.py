@@ -80,7 +80,7 @@ def last_at_or_before(steps, t):
 
 # ---------------------------------------------------------------- the metric table
 def expected_keys(run):
-    """The keys of README's metric table that this script logs (with its smoke flags)."""
+    """The keys of the metric table (docs/metrics.md) that this script logs (with its smoke flags)."""
     keys = {"charts/SPS", "sparsity/network", "sparsity/online", "charts/nonzero_params", "eval/episodic_return"}
     if run.family == "atari":
         keys |= {"charts/episodic_return", "charts/episodic_length", "charts/epsilon", "losses/td_loss", "losses/q_values",
