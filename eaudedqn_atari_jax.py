@@ -831,7 +831,7 @@ def snapshot(s, with_arrays=True):
                             "action_space": _rng_state(v.action_space.np_random)}
         elif hasattr(v, "restore"):
             fields[name] = v.state()
-        elif hasattr(v, "sample") and not isinstance(v, np.random.Generator):  # a replay buffer: its arrays apart
+        elif hasattr(v, "sample"):  # a replay buffer: its numpy arrays are saved apart
             held = slice(v.size) if v.size < v.capacity else slice(None)  # only the rows it holds, before a ring wraps
             fields[name] = {k: _rng_state(x) for k, x in vars(v).items() if not isinstance(x, np.ndarray)}
             arrays.update({f"{name}.{k}": x[held] for k, x in vars(v).items() if isinstance(x, np.ndarray) and with_arrays})
