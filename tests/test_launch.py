@@ -53,6 +53,7 @@ while step < a.steps:
         os.makedirs(ckpt % step)
         print(f"checkpoint at step {step}", flush=True)
         sys.exit(75)
+open(os.path.join(d, "affinity"), "w").write(",".join(map(str, sorted(os.sched_getaffinity(0)))))
 print("finished", flush=True)
 '''
 
@@ -227,6 +228,25 @@ def test_local_dry_run_and_status(tmp_path, fake, capsys):
     assert "exit 1" in table[names[1]] and table[names[1]].endswith("error: --x bad")
     assert launch.main(["status", "--workdir", str(tmp_path), "--only", "failed"] + grid) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_pinned_workers_get_disjoint_cpu_shares(tmp_path, fake, capsys):
+    """--pin-cpus: each worker slot's runs are pinned to its own share of the launcher's CPUs; the shares cover all of
+    them and do not overlap; the dry run prints the same pinning as a taskset prefix."""
+    grid = [fake, "--seed", "1,2", "--steps", "30"]
+    shares = launch.cpu_shares(2)
+    assert sorted(sum(shares, [])) == sorted(os.sched_getaffinity(0)) and all(shares)
+    assert launch.main(["local", "--dry-run", "--workers", "2", "--pin-cpus", "--gpus", "none",
+                        "--workdir", str(tmp_path)] + grid) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [re.search(r"taskset -c (\S+) ", ln).group(1) for ln in lines] == [",".join(map(str, s)) for s in shares]
+    assert launch.main(["local", "--workers", "2", "--pin-cpus", "--gpus", "none", "--workdir", str(tmp_path)] + grid) == 0
+    got = sorted((tmp_path / "runs" / r["name"] / "affinity").read_text() for r in expand(grid))
+    assert got == sorted(",".join(map(str, s)) for s in shares)
+    too_many = len(os.sched_getaffinity(0)) + 1
+    assert launch.main(["local", "--workers", str(too_many), "--pin-cpus", "--workdir", str(tmp_path)] + grid) == 2
+    assert "--pin-cpus needs at least one CPU per worker" in capsys.readouterr().err
 
 
 def test_local_pool_stop_failure_and_resume(tmp_path, fake):

@@ -1,7 +1,7 @@
 """Run a grid of EauDeQN experiments: on a local pool of workers, or as one SLURM job array, with checkpoint, requeue
 and resume; `status` shows every run's state. Stdlib only.
 
-    python tools/launch.py local  [OPTIONS] GRID     # N workers on this machine (--workers, --gpus)
+    python tools/launch.py local  [OPTIONS] GRID     # N workers on this machine (--workers, --gpus, --pin-cpus)
     python tools/launch.py slurm  [OPTIONS] GRID     # one sbatch --array job (--dry-run prints the script)
     python tools/launch.py status [OPTIONS] GRID     # done / running / preempted / failed / interrupted / pending
 
@@ -268,12 +268,13 @@ def run_state(workdir, name):
 
 
 # ---------------------------------------------------------------- one run: the wrapper both backends use
-def execute(run, workdir, env=None, echo=False, started=None):
+def execute(run, workdir, env=None, echo=False, started=None, cpus=None):
     """Runs one run unless it is done or running elsewhere: (outcome, exit code), outcome one of done, failed,
     preempted, skipped. Keeps runs/NAME/launch_status.json (heartbeat every HEARTBEAT_SECONDS), appends the output to
     runs/NAME/stdout.log and stderr.log (and echoes it with echo). started(proc) is called once the script runs: a
     caller that sends it a signal sets proc.forwarded, and a script killed by that signal before it could checkpoint
-    counts as preempted (its newest checkpoint is intact)."""
+    counts as preempted (its newest checkpoint is intact). cpus: the CPUs the script is pinned to (its affinity is set
+    as soon as it is started, before its interpreter has started any thread, so every thread it makes inherits it)."""
     name, run_dir = run["name"], os.path.join(workdir, "runs", run["name"])
     os.makedirs(run_dir, exist_ok=True)
     lock = open(os.path.join(run_dir, "launch.lock"), "a")
@@ -292,7 +293,7 @@ def execute(run, workdir, env=None, echo=False, started=None):
                 and (not slurm_job or previous.get("slurm_job") != slurm_job)):
             say(f"skip {name}: running on {previous.get('host')} (heartbeat {previous.get('heartbeat')})")
             return "skipped", 0
-        return _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started)
+        return _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started, cpus)
     finally:
         lock.close()
 
@@ -303,7 +304,7 @@ def slurm_task_id():
     return os.environ.get("SLURM_JOB_ID")
 
 
-def _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started):
+def _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started, cpus):
     name = run["name"]
     if checkpoint_step(run_dir) is None:  # nothing to resume: the events of an earlier attempt would be logged twice
         for f in os.listdir(run_dir):
@@ -329,6 +330,11 @@ def _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started):
         status.update(state="exited", exit_code=127, ended=now_iso(), error=f"error: cannot start: {e}")
         write_status(run_dir, status)
         return "failed", 127
+    if cpus:
+        try:
+            os.sched_setaffinity(proc.pid, cpus)
+        except ProcessLookupError:  # it has already exited
+            pass
     proc.forwarded = None
     status["child_pid"] = proc.pid
     write_status(run_dir, status)
@@ -429,7 +435,15 @@ def worker_env(base, slot, gpus, workers):
     return env
 
 
-def run_local(runs, workdir, workers, gpus, base_env):
+def cpu_shares(workers):
+    """The launcher's CPUs split into `workers` contiguous shares, one per worker slot (--pin-cpus)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if workers > len(cpus):
+        raise GridError(f"--pin-cpus needs at least one CPU per worker: {workers} workers, {len(cpus)} CPUs")
+    return [cpus[i * len(cpus) // workers:(i + 1) * len(cpus) // workers] for i in range(workers)]
+
+
+def run_local(runs, workdir, workers, gpus, base_env, shares=None):
     """Runs the grid on `workers` processes; a run that exits 75 goes back to the queue. Returns 0 when every run is
     done, 1 when some failed, 75 when stopped (Ctrl-C / SIGTERM) with runs left."""
     queue, lock, stopping = deque(runs), threading.Lock(), threading.Event()
@@ -437,16 +451,19 @@ def run_local(runs, workdir, workers, gpus, base_env):
 
     def worker(slot):
         env = worker_env(base_env, slot, gpus, workers)
+        cpus = shares[slot] if shares else None
         while not stopping.is_set():
             with lock:
                 if not queue:
                     return
                 run = queue.popleft()
             gpu = f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})" if gpus else ""
+            gpu += f" (CPUs {','.join(map(str, cpus))})" if cpus else ""
             say(f"start {run['name']}{gpu}")
             t0 = time.time()
             try:
-                outcome, code = execute(run, workdir, env=env, started=lambda proc: started(run["name"], proc))
+                outcome, code = execute(run, workdir, env=env, started=lambda proc: started(run["name"], proc),
+                                        cpus=cpus)
             except Exception as e:  # the launcher's own failure (a full disk ...): this run fails, the others go on
                 outcome, code = "failed", None
                 say(f"launcher error on {run['name']}: {e!r}")
@@ -684,6 +701,8 @@ def parser():
 
     loc = sub.add_parser("local", parents=[run_opts, common], help="run the grid on this machine")
     loc.add_argument("--workers", type=int, default=1, help="runs at a time (default: 1)")
+    loc.add_argument("--pin-cpus", action="store_true", help="pin each worker slot's runs to its own share of this "
+                     "process's CPUs (Linux), e.g. 2 workers on 2 cores: one core each")
     loc.add_argument("--gpus", default="auto", help="GPU ids handed out round-robin as CUDA_VISIBLE_DEVICES, one per "
                                                     "worker slot: auto (CUDA_VISIBLE_DEVICES, else nvidia-smi), none, "
                                                     "or a list 0,1 (default: auto)")
@@ -734,6 +753,7 @@ def main(argv=None):
         if opts.workers < 1:
             raise GridError(f"--workers must be >= 1, got {opts.workers}")
         gpus = detect_gpus(opts.gpus)
+        shares = cpu_shares(opts.workers) if opts.pin_cpus else None
         todo = []
         for run in runs:
             state, _ = run_state(opts.workdir, run["name"])
@@ -745,9 +765,10 @@ def main(argv=None):
             print(f"# {len(todo)} of {len(runs)} runs to run, {opts.workers} at a time, cd {opts.workdir}")
             for i, run in enumerate(todo):
                 env = worker_env(wandb, i % opts.workers, gpus, opts.workers)
-                print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(run["argv"]))
+                pin = f"taskset -c {','.join(map(str, shares[i % opts.workers]))} " if shares else ""
+                print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + pin + shlex.join(run["argv"]))
             return 0
-        return run_local(todo, opts.workdir, opts.workers, gpus, {**os.environ, **wandb})
+        return run_local(todo, opts.workdir, opts.workers, gpus, {**os.environ, **wandb}, shares)
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
