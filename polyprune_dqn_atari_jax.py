@@ -557,22 +557,22 @@ WRAPPER_STATE = {"TimeLimit": ("_elapsed_steps",), "OrderEnforcing": ("_has_rese
                  "RecordVideo": ()}
 
 
-class ArgError(ValueError):
-    """A flag value that cannot run: one `error:` line and exit status 2, before anything is created."""
+class OneLineError(Exception):
+    """Printed as one `error:` line, without a traceback (the excepthook of parse_or_exit), exit status 1."""
 
-    one_line = True
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be written or resumed: one `error:` line and exit status 1, nothing touched."""
-
-    one_line = True
+    one_line = True  # an error class of a family block (DatasetError) that sets it is printed the same way
 
 
-class Diverged(RuntimeError):
-    """Non-finite losses or weights (of every member, in a population): one `error:` line and exit status 1."""
+class ArgError(OneLineError, ValueError):
+    """A flag value that cannot run: exit status 2, before anything is created."""
 
-    one_line = True
+
+class CheckpointError(OneLineError):
+    """A checkpoint that cannot be written or resumed; nothing is touched."""
+
+
+class Diverged(OneLineError, RuntimeError):
+    """Non-finite losses or weights (of every member, in a population)."""
 
 
 def check(ok, message):
@@ -661,16 +661,13 @@ class Progress:
 
     def update(self, step, final=False, **fields):
         now = time.time()
-        if not final and now - self.last < (0.5 if self.tty else 60.0):
-            return
-        self.last = now
-        if final:
-            fields = {"SPS": int((step - self.start) / max(now - self.started, 1e-9)), **fields}
-        parts = [f"{step:,}/{self.total:,} steps ({100.0 * step / self.total:.1f}%)"]
-        line = " | ".join(parts + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
-                                   if v is not None])
-        self.stream.write("\r" + line[:200].ljust(120) + ("\n" if final else "") if self.tty else line + "\n")
-        self.stream.flush()
+        if final or now - self.last >= (0.5 if self.tty else 60.0):
+            self.last = now
+            fields = {"SPS": int((step - self.start) / max(now - self.started, 1e-9)), **fields} if final else fields
+            line = " | ".join([f"{step:,}/{self.total:,} steps ({100.0 * step / self.total:.1f}%)"] + [
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items() if v is not None])
+            self.stream.write("\r" + line[:200].ljust(120) + ("\n" if final else "") if self.tty else line + "\n")
+            self.stream.flush()
 
 
 class Logger:
@@ -683,10 +680,8 @@ class Logger:
         if checkpoint is not None:
             kept, self.wandb_id = checkpoint[1]["logger"]["event_files"], checkpoint[1]["logger"]["wandb_id"]
             for p in glob.glob(os.path.join(self.dir, "events.out.tfevents.*")):
-                if os.path.basename(p) not in kept:
-                    os.remove(p)
-                elif os.path.getsize(p) > kept[os.path.basename(p)]:
-                    os.truncate(p, kept[os.path.basename(p)])
+                size = kept.get(os.path.basename(p))
+                os.remove(p) if size is None else os.truncate(p, min(size, os.path.getsize(p)))
         if args.track:
             import wandb
 
@@ -696,7 +691,7 @@ class Logger:
         self.writer = Writer(self.dir)
         with open(f"{self.dir}/args.json", "w") as f:
             json.dump(vars(args), f, indent=2)
-        atexit.register(self.close)
+        atexit.register(self.writer.close)
 
     def scalars(self, step, **values):
         for tag, value in values.items():
@@ -706,11 +701,6 @@ class Logger:
         self.writer.flush()
         files = glob.glob(os.path.join(self.dir, "events.out.tfevents.*"))
         return {"event_files": {os.path.basename(p): os.path.getsize(p) for p in files}, "wandb_id": self.wandb_id}
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 class TrainState(types.SimpleNamespace):
@@ -778,7 +768,7 @@ def restore(s, checkpoint):
         elif name in saved["kinds"]:
             setattr(s, name, jax.tree.map(lambda kind, x: jax.random.wrap_key_data(jnp.asarray(x)) if kind == "key" else
                                           jnp.asarray(x) if kind == "array" else x, saved["kinds"][name], v))
-        else:
+        else:  # a replay buffer
             for k, x in v.items():
                 if isinstance(getattr(current, k, None), np.random.Generator):
                     getattr(current, k).bit_generator.state = x
@@ -792,14 +782,11 @@ def restore(s, checkpoint):
     return s
 
 
-def _write_synced(path, write):
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path):
+def _synced(path, write=None):
+    """Writes the file `path` with write(f) (when given), then fsyncs it (or the folder `path`): it survives a crash."""
+    if write is not None:
+        with open(path, "wb") as f:
+            write(f)
     fd = os.open(path, os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
@@ -822,19 +809,19 @@ def save_checkpoint(run_dir, step, script, args, state, arrays):
     start, root = time.time(), os.path.join(run_dir, "checkpoint")
     final, tmp = os.path.join(root, f"step_{step:012d}"), os.path.join(root, f"tmp_{step:012d}_{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
-    _write_synced(os.path.join(tmp, "state.pkl"), lambda f: pickle.dump(state, f, protocol=5))
+    _synced(os.path.join(tmp, "state.pkl"), lambda f: pickle.dump(state, f, protocol=5))
     for name, value in arrays.items():
-        _write_synced(os.path.join(tmp, f"{name}.npy"), lambda f: np.save(f, value, allow_pickle=False))
+        _synced(os.path.join(tmp, f"{name}.npy"), lambda f: np.save(f, value, allow_pickle=False))
     meta = {"format": 2, "script": script, "step": step, "args": vars(args), "files": {
         n: {"bytes": os.path.getsize(os.path.join(tmp, n)), "sha256": _sha256(os.path.join(tmp, n))}
         for n in ["state.pkl", *(f"{name}.npy" for name in arrays)]}}
-    _write_synced(os.path.join(tmp, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    _fsync_dir(tmp)
+    _synced(os.path.join(tmp, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    _synced(tmp)
     if os.path.exists(final):  # the same step again (a signal right after a resume): the state is the same
         shutil.rmtree(tmp)
     else:
         os.rename(tmp, final)
-        _fsync_dir(root)
+        _synced(root)
     for old in complete_checkpoints(run_dir)[:-1] + glob.glob(os.path.join(root, "tmp_*")):
         shutil.rmtree(old, ignore_errors=True)
     return final, sum(m["bytes"] for m in meta["files"].values()), time.time() - start
@@ -860,7 +847,7 @@ def read_checkpoint(path, script, args):
     try:
         with open(meta_path) as f:
             meta = json.load(f)
-        files = meta["files"]
+        files, saved, now = meta["files"], meta.get("args", {}), vars(args)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from None
     if meta.get("format") != 2:
@@ -868,7 +855,6 @@ def read_checkpoint(path, script, args):
                               f"layout of the training state); start the run again without --resume")
     if meta.get("script") != script:
         raise CheckpointError(f"{meta_path}: a checkpoint of {meta.get('script')}, not of {script}")
-    saved, now = meta.get("args", {}), vars(args)
     differ = sorted(k for k in set(saved) | set(now) if k not in OPERATIONAL_FLAGS and saved.get(k) != now.get(k))
     if differ:
         raise CheckpointError(f"{meta_path}: flags differ from the checkpoint's: " +
@@ -886,10 +872,8 @@ def read_checkpoint(path, script, args):
 
 def start_run(args):
     """(run_name, checkpoint): --resume's run and its loaded (meta, state, arrays), else a fresh run name and None."""
-    path = None
-    if args.resume is not None:
-        pattern = f"runs/{args.run_name}" if args.run_name else f"runs/{args.env_id}__{args.exp_name}__{args.seed}__*"
-        path = find_checkpoint(args.resume, pattern)
+    pattern = f"runs/{args.run_name}" if args.run_name else f"runs/{args.env_id}__{args.exp_name}__{args.seed}__*"
+    path = find_checkpoint(args.resume, pattern) if args.resume is not None else None
     if path is None:
         return args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
     # the run folder is runs/{run_name}, and Atari run names hold a folder ("ALE/Pong-v5__...")
