@@ -616,9 +616,8 @@ def main(args):
     obs, _ = env.reset(seed=args.seed)
 
     # INIT POPULATION: K dense critic pairs with their own masks and Adam states; shared actor, temperature, Polyak target
-    K = args.population_size
-    actor, width = Actor(action_dim=action_dim), hidden_width(args.network_size)
-    critic = VectorCritic(hidden=(width, width))
+    K, width = args.population_size, hidden_width(args.network_size)
+    actor, critic = Actor(action_dim=action_dim), VectorCritic(hidden=(width, width))
     optimizer = optax.adam(learning_rate=args.learning_rate)
     sac, pop = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, K, args.ent_coef,
                           member_init=args.member_init)

@@ -533,8 +533,8 @@ def main(args):
     obs, _ = env.reset(seed=args.seed)
 
     # INIT AGENT: a dense actor (never pruned), two dense critics with their masks, their Polyak target, log alpha
-    actor, width = Actor(action_dim=action_dim), hidden_width(args.network_size)
-    critic = VectorCritic(hidden=(width, width))
+    width = hidden_width(args.network_size)
+    actor, critic = Actor(action_dim=action_dim), VectorCritic(hidden=(width, width))
     optimizer = optax.adam(learning_rate=args.learning_rate)
     sac = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, args.ent_coef)
     update, (explore, exploit) = make_update(args, actor, critic, optimizer), make_act(actor)
