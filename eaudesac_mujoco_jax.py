@@ -99,23 +99,20 @@ class Args:
 
 # >>> mujoco: environment
 NETWORK_SIZES = {"small": 256, "medium": 512, "large": 1024}
-ATARI_SCRIPTS = ("eaudedqn_atari_jax.py / polyprune_dqn_atari_jax.py (online) or eaudecql_atari_jax.py / "
-                 "polyprune_cql_atari_jax.py (offline)")
 
 
 def hidden_width(network_size):
     """Width of both hidden layers of each critic: a preset name or a positive integer given as text."""
-    if network_size in NETWORK_SIZES:
-        return NETWORK_SIZES[network_size]
-    check(network_size.isdigit() and int(network_size) > 0,
+    check(network_size in NETWORK_SIZES or (network_size.isdigit() and int(network_size) > 0),
           f"--network-size must be small, medium, large or a positive integer, got {network_size!r}")
-    return int(network_size)
+    return NETWORK_SIZES[network_size] if network_size in NETWORK_SIZES else int(network_size)
 
 
 def check_mujoco_env_id(env_id):
     """Refuses ids that are not MuJoCo envs with flat observations and bounded Box actions; returns their sizes."""
     atari = env_id.startswith("ALE/") or "ale_py" in str(getattr(gym.registry.get(env_id), "entry_point", ""))
-    check(not atari, f"--env-id {env_id!r} is an Atari id; the Atari scripts are {ATARI_SCRIPTS}")
+    check(not atari, f"--env-id {env_id!r} is an Atari id; the Atari scripts are eaudedqn_atari_jax.py / "
+                     "polyprune_dqn_atari_jax.py (online) or eaudecql_atari_jax.py / polyprune_cql_atari_jax.py (offline)")
     check(env_id in gym.registry, f"--env-id {env_id!r} is not a registered gymnasium environment (MuJoCo ids look like Hopper-v4)")
     check("mujoco" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not a MuJoCo environment")
     try:
@@ -135,11 +132,9 @@ def make_env(env_id, seed, idx, capture_video, run_name):
     """The env as registered (its TimeLimit truncates: targets bootstrap), RecordEpisodeStatistics, no normalisation."""
 
     def thunk():
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
         if capture_video and idx == 0:
-            env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        else:
-            env = gym.make(env_id)
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env.action_space.seed(seed + idx)
         return env
@@ -239,8 +234,7 @@ def join_ensemble(trees):
 
 # >>> mujoco: replay buffer
 class ReplayBuffer:
-    """Ring buffer storing each observation once: next_obs is the next row, an episode's end adds a "final" row (its
-    last next state). Row j is sampled if row j+1 is still in the ring and row j is not final. float32 obs, actions."""
+    """Ring buffer storing each float32 observation once (next_obs: the next row; an episode's end adds a "final" row)."""
 
     @staticmethod
     def check_memory(capacity, obs_dim, action_dim):
@@ -492,23 +486,19 @@ def init_state(key, actor, critic, optimizer, obs_dim, action_dim, population_si
     actor_key, critic_key = jax.random.split(key)
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
     actor_params = actor.init(actor_key, obs)
-    if member_init == "shared":
-        critic_keys = jnp.stack([critic_key] * population_size)
-    else:
-        critic_keys = jax.random.split(critic_key, population_size)
+    critic_keys = (jnp.stack([critic_key] * population_size) if member_init == "shared"
+                   else jax.random.split(critic_key, population_size))
     ensembles = jax.vmap(critic.init, in_axes=(0, None, None))(critic_keys, obs, action)
     params = jax.vmap(split_ensemble)(ensembles)
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
     log_alpha = jnp.log(jnp.asarray(ent_coef, jnp.float32))
-    state = SACState(actor_params=actor_params, actor_opt=optimizer.init(actor_params),
-                     target_params=join_ensemble(member(params, 0)), log_alpha=log_alpha, alpha_opt=optimizer.init(log_alpha))
-    return state, pop
+    return SACState(actor_params=actor_params, actor_opt=optimizer.init(actor_params), log_alpha=log_alpha,
+                    alpha_opt=optimizer.init(log_alpha), target_params=join_ensemble(member(params, 0))), pop
 
 
 def make_update(args, actor, critic, optimizer):
     """Jitted (pop, state, batch, key, k_star, cum_losses) -> (pop, state, cum_losses, metrics): every member's critic
-    step against one y computed once per batch (L_k += loss_k), then Polyak target toward member k_star (traced: no
-    retrace), actor and temperature on critic k_star with the step's initial alpha; metrics are member means."""
+    step against one shared y (L_k += loss_k), Polyak target toward member k_star, then actor and alpha on k_star."""
     target_entropy = -float(actor.action_dim)
 
     def td_target(state, batch, alpha, key):
@@ -625,19 +615,16 @@ def main(args):
     obs_dim, action_dim = env.observation_space.shape[0], int(np.prod(env.action_space.shape))
     obs, _ = env.reset(seed=args.seed)
 
-    # INIT POPULATION: K dense critic pairs (one init copied K times, or K inits), each with its own masks and Adam
-    # state; the actor, the temperature and the Polyak target (a copy of member 0's critics) are shared
-    K = args.population_size
-    actor, width = Actor(action_dim=action_dim), hidden_width(args.network_size)
-    critic = VectorCritic(hidden=(width, width))
+    # INIT POPULATION: K dense critic pairs with their own masks and Adam states; shared actor, temperature, Polyak target
+    K, width = args.population_size, hidden_width(args.network_size)
+    actor, critic = Actor(action_dim=action_dim), VectorCritic(hidden=(width, width))
     optimizer = optax.adam(learning_rate=args.learning_rate)
     sac, pop = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, K, args.ent_coef,
                           member_init=args.member_init)
     update, (explore, exploit) = make_update(args, actor, critic, optimizer), make_act(actor)
     actor_size = sum(x.size for x in jax.tree.leaves(sac.actor_params))
 
-    # TRAINING STATE: everything a checkpoint holds (the delivered critic pair is member k*'s; sparsities: the sampled
-    # ones, parents of Eq. 3; cum_losses: L_k since the last population update)
+    # TRAINING STATE: what a checkpoint holds (sparsities: the sampled ones of Eq. 3; cum_losses: L_k since selection)
     network_sparsity, nonzero = mask_stats(member(pop["masks"], 0))
     s = TrainState(step=0, sac=sac, pop=pop, sparsities=np.zeros(K), cum_losses=jnp.zeros(K), k_star=0,
                    rng=np.random.default_rng(args.seed), key=key, env=env, obs=obs,
@@ -676,8 +663,7 @@ def main(args):
             s.pop, s.sac, s.cum_losses, s.metrics = update(s.pop, s.sac, s.rb.sample(args.batch_size), update_key,
                                                            s.k_star, s.cum_losses)
             if global_step % args.selection_period == 0:
-                # ALGO LOGIC: the best member becomes k* (the actor's critic, the target's Polyak source); tournaments
-                # refill the population
+                # ALGO LOGIC: the best member becomes k* (the actor's critic, the target's source); tournaments refill
                 host_losses = np.asarray(jax.device_get(s.cum_losses))
                 s.pop, s.sparsities, s.k_star, pairs = select_population(
                     s.rng, host_losses, s.pop, s.sparsities, global_step, args.total_timesteps, args.selection_period,

@@ -95,23 +95,20 @@ class Args:
 
 # >>> mujoco: environment
 NETWORK_SIZES = {"small": 256, "medium": 512, "large": 1024}
-ATARI_SCRIPTS = ("eaudedqn_atari_jax.py / polyprune_dqn_atari_jax.py (online) or eaudecql_atari_jax.py / "
-                 "polyprune_cql_atari_jax.py (offline)")
 
 
 def hidden_width(network_size):
     """Width of both hidden layers of each critic: a preset name or a positive integer given as text."""
-    if network_size in NETWORK_SIZES:
-        return NETWORK_SIZES[network_size]
-    check(network_size.isdigit() and int(network_size) > 0,
+    check(network_size in NETWORK_SIZES or (network_size.isdigit() and int(network_size) > 0),
           f"--network-size must be small, medium, large or a positive integer, got {network_size!r}")
-    return int(network_size)
+    return NETWORK_SIZES[network_size] if network_size in NETWORK_SIZES else int(network_size)
 
 
 def check_mujoco_env_id(env_id):
     """Refuses ids that are not MuJoCo envs with flat observations and bounded Box actions; returns their sizes."""
     atari = env_id.startswith("ALE/") or "ale_py" in str(getattr(gym.registry.get(env_id), "entry_point", ""))
-    check(not atari, f"--env-id {env_id!r} is an Atari id; the Atari scripts are {ATARI_SCRIPTS}")
+    check(not atari, f"--env-id {env_id!r} is an Atari id; the Atari scripts are eaudedqn_atari_jax.py / "
+                     "polyprune_dqn_atari_jax.py (online) or eaudecql_atari_jax.py / polyprune_cql_atari_jax.py (offline)")
     check(env_id in gym.registry, f"--env-id {env_id!r} is not a registered gymnasium environment (MuJoCo ids look like Hopper-v4)")
     check("mujoco" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not a MuJoCo environment")
     try:
@@ -131,11 +128,9 @@ def make_env(env_id, seed, idx, capture_video, run_name):
     """The env as registered (its TimeLimit truncates: targets bootstrap), RecordEpisodeStatistics, no normalisation."""
 
     def thunk():
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video and idx == 0 else None)
         if capture_video and idx == 0:
-            env = gym.make(env_id, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        else:
-            env = gym.make(env_id)
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env.action_space.seed(seed + idx)
         return env
@@ -235,8 +230,7 @@ def join_ensemble(trees):
 
 # >>> mujoco: replay buffer
 class ReplayBuffer:
-    """Ring buffer storing each observation once: next_obs is the next row, an episode's end adds a "final" row (its
-    last next state). Row j is sampled if row j+1 is still in the ring and row j is not final. float32 obs, actions."""
+    """Ring buffer storing each float32 observation once (next_obs: the next row; an episode's end adds a "final" row)."""
 
     @staticmethod
     def check_memory(capacity, obs_dim, action_dim):
@@ -421,9 +415,8 @@ def init_state(key, actor, critic, optimizer, obs_dim, action_dim, alpha=1.0):
     critic_params = critic.init(critic_key, obs, action)
     log_alpha = jnp.log(jnp.asarray(alpha, jnp.float32))
     return SACState(actor_params=actor_params, actor_opt=optimizer.init(actor_params), critic_params=critic_params,
-                    critic_opt=optimizer.init(critic_params), critic_mask=dense_mask(critic_params),
-                    target_params=jax.tree.map(jnp.copy, critic_params), log_alpha=log_alpha,
-                    alpha_opt=optimizer.init(log_alpha))
+                    critic_opt=optimizer.init(critic_params), critic_mask=dense_mask(critic_params), log_alpha=log_alpha,
+                    target_params=jax.tree.map(jnp.copy, critic_params), alpha_opt=optimizer.init(log_alpha))
 
 
 def prune_critic(state, sparsity, scope="global"):
@@ -540,8 +533,8 @@ def main(args):
     obs, _ = env.reset(seed=args.seed)
 
     # INIT AGENT: a dense actor (never pruned), two dense critics with their masks, their Polyak target, log alpha
-    actor, width = Actor(action_dim=action_dim), hidden_width(args.network_size)
-    critic = VectorCritic(hidden=(width, width))
+    width = hidden_width(args.network_size)
+    actor, critic = Actor(action_dim=action_dim), VectorCritic(hidden=(width, width))
     optimizer = optax.adam(learning_rate=args.learning_rate)
     sac = init_state(init_key, actor, critic, optimizer, obs_dim, action_dim, args.ent_coef)
     update, (explore, exploit) = make_update(args, actor, critic, optimizer), make_act(actor)
@@ -557,8 +550,7 @@ def main(args):
     if checkpoint and not checkpoint[2]:  # no replay buffer in the checkpoint: the episode goes on, the buffer restarts
         s.rb.ptr, s.rb.size, s.learn_after = 0, 0, s.step + args.learning_starts
         print(f"the checkpoint holds no replay buffer: refilling it, training again after step {s.learn_after:,}")
-    # checkpoints never hold non-finite weights
-    checkpointer = Checkpointer(args, logger, args.total_timesteps, check=lambda s: stop_if_not_finite(
+    checkpointer = Checkpointer(args, logger, args.total_timesteps, check=lambda s: stop_if_not_finite(  # finite weights only
         s.step, "parameters", (s.sac.critic_params, s.sac.actor_params), logger.dir))
     progress = Progress(args.total_timesteps, s.step)
 
