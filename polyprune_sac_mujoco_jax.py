@@ -104,26 +104,6 @@ def hidden_width(network_size):
     return NETWORK_SIZES[network_size] if network_size in NETWORK_SIZES else int(network_size)
 
 
-def check_mujoco_env_id(env_id):
-    """Refuses ids that are not MuJoCo envs with flat observations and bounded Box actions; returns their sizes."""
-    atari = env_id.startswith("ALE/") or "ale_py" in str(getattr(gym.registry.get(env_id), "entry_point", ""))
-    check(not atari, f"--env-id {env_id!r} is an Atari id; the Atari scripts are eaudedqn_atari_jax.py / "
-                     "polyprune_dqn_atari_jax.py (online) or eaudecql_atari_jax.py / polyprune_cql_atari_jax.py (offline)")
-    check(env_id in gym.registry, f"--env-id {env_id!r} is not a registered gymnasium environment (MuJoCo ids look like Hopper-v4)")
-    check("mujoco" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not a MuJoCo environment")
-    try:
-        env = gym.make(env_id)
-    except Exception as e:  # e.g. the v2/v3 ids, which need the retired mujoco-py
-        check(False, f"--env-id {env_id!r} cannot be created (use a v4 or v5 id): {(str(e).splitlines() or [type(e).__name__])[0]}")
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    check(isinstance(action_space, gym.spaces.Box) and np.isfinite(action_space.low).all()
-          and np.isfinite(action_space.high).all(), f"--env-id {env_id!r} has no bounded continuous (Box) action space")
-    check(isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1,
-          f"--env-id {env_id!r} has no flat (1-D Box) observation space")
-    return obs_space.shape[0], int(np.prod(action_space.shape))
-
-
 def make_env(env_id, seed, idx, capture_video, run_name):
     """The env as registered (its TimeLimit truncates: targets bootstrap), RecordEpisodeStatistics, no normalisation."""
 
@@ -1005,6 +985,28 @@ class Checkpointer:
 
 
 # >>> mujoco: online sac checks
+def check_mujoco_env_id(env_id):
+    """Refuses ids that are not MuJoCo envs with flat observations and bounded Box actions; returns their sizes."""
+    atari = env_id.startswith("ALE/") or "ale_py" in str(getattr(gym.registry.get(env_id), "entry_point", ""))
+    check(not atari, f"--env-id {env_id!r} is an Atari id; the Atari scripts are eaudedqn_atari_jax.py / "
+                     "polyprune_dqn_atari_jax.py (online) or eaudecql_atari_jax.py / polyprune_cql_atari_jax.py (offline)")
+    check(env_id in gym.registry,
+          f"--env-id {env_id!r} is not a registered gymnasium environment (MuJoCo ids look like Hopper-v4)")
+    check("mujoco" in str(gym.spec(env_id).entry_point), f"--env-id {env_id!r} is not a MuJoCo environment")
+    try:
+        env = gym.make(env_id)
+    except Exception as e:  # e.g. the v2/v3 ids, which need the retired mujoco-py
+        first_line = (str(e).splitlines() or [type(e).__name__])[0]
+        check(False, f"--env-id {env_id!r} cannot be created (use a v4 or v5 id): {first_line}")
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    check(isinstance(action_space, gym.spaces.Box) and np.isfinite(action_space.low).all()
+          and np.isfinite(action_space.high).all(), f"--env-id {env_id!r} has no bounded continuous (Box) action space")
+    check(isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1,
+          f"--env-id {env_id!r} has no flat (1-D Box) observation space")
+    return obs_space.shape[0], int(np.prod(action_space.shape))
+
+
 def check_online_sac_args(args):
     """Checks shared by the SAC scripts (SAC hyperparameters, evaluation, environment, replay)."""
     check_ranges(args, total_timesteps=">= 1", learning_rate="> 0", gamma="in [0, 1]", tau="in (0, 1]", batch_size=">= 1",
