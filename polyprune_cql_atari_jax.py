@@ -119,10 +119,8 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
-    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
-    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
+    """ALE v5 as in the paper (docs/atari.md): sticky actions 0.25, 4-frame repeat and max-pool, 84x84 grayscale, game over
+    the only terminal, zero-padded 4-frame stack; truncated after max_episode_steps (ALE's frame limit set above it)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -400,8 +398,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -415,8 +412,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -432,17 +428,14 @@ def _top_k_mask(scores, n_keep):
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]

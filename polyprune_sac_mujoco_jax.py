@@ -305,8 +305,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -320,8 +319,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -337,17 +335,14 @@ def _top_k_mask(scores, n_keep):
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]
