@@ -123,8 +123,7 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 as in the paper (docs/atari.md): sticky actions 0.25, 4-frame repeat and max-pool, 84x84 grayscale, game over
-    the only terminal, zero-padded 4-frame stack; truncated after max_episode_steps (ALE's frame limit set above it)."""
+    """ALE v5 preprocessed as in the paper (docs/atari.md), truncated after max_episode_steps (ALE's frame cap set above)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -427,8 +426,7 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
@@ -458,11 +456,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking

@@ -124,8 +124,7 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 as in the paper (docs/atari.md): sticky actions 0.25, 4-frame repeat and max-pool, 84x84 grayscale, game over
-    the only terminal, zero-padded 4-frame stack; truncated after max_episode_steps (ALE's frame limit set above it)."""
+    """ALE v5 preprocessed as in the paper (docs/atari.md), truncated after max_episode_steps (ALE's frame cap set above)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -181,10 +180,9 @@ class QNetwork(nn.Module):
 
 # >>> atari: replay buffer
 class ReplayBuffer:
-    """Ring buffer storing each 84x84 frame once; 4-frame stacks are rebuilt at sample time, zero-padded before an
-    episode's first row (as the environment's stack). Row j: the newest frame of the state where a_j was taken, r_j,
-    terminal_j; an episode end adds a "final" row, the frame after the last action (truncations bootstrap). Transition j
-    is sampled only if row j is not final and its 3 rows of history and row j+1 are still in the ring."""
+    """Ring buffer storing each 84x84 frame once; 4-frame stacks are rebuilt at sample time, zero-padded before an episode's
+    first row. Row j: the newest frame of the state where a_j was taken, r_j, terminal_j; an episode end adds a "final" row
+    (the next frame: truncations bootstrap). Transition j is sampled if j is not final and its history and j+1 are stored."""
 
     STACK = 4
 
@@ -205,8 +203,7 @@ class ReplayBuffer:
         self.terminals = np.zeros(capacity, dtype=bool)
         self.firsts = np.zeros(capacity, dtype=bool)  # the row holds an episode's first frame
         self.finals = np.zeros(capacity, dtype=bool)  # the row holds the frame after an episode's last action
-        self.ptr, self.size, self.episode_open = 0, 0, False
-        self.rng = np.random.default_rng(seed)
+        self.ptr, self.size, self.episode_open, self.rng = 0, 0, False, np.random.default_rng(seed)
 
     def nbytes(self):
         return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.terminals, self.firsts, self.finals))
@@ -220,10 +217,9 @@ class ReplayBuffer:
     def add(self, frame, action, reward, terminated, truncated, next_frame):
         """Stores one step by the newest frames of its state and next state (`next_frame` kept only at an episode end)."""
         self._write(frame, action, reward, terminated, not self.episode_open, False)
-        self.episode_open = True
         if terminated or truncated:
             self._write(next_frame, 0, 0.0, False, False, True)
-            self.episode_open = False
+        self.episode_open = not (terminated or truncated)
 
     def _physical(self, logical):
         return (self.ptr - self.size + logical) % self.capacity
@@ -292,8 +288,7 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
@@ -323,11 +318,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking
@@ -422,15 +416,13 @@ def sampling_probabilities(losses):
 
 # ALGO LOGIC: one vmapped update of all members against one shared target
 def make_update(args, q_network, optimizer):
-    """Returns the jitted population step (params, opt_state, masks, target_params, batch, cum_losses) ->
-    (params, opt_state, cum_losses, losses, q): stacked (K, ...) members, the shared target's values computed once."""
+    """The jitted update of the stacked (K, ...) members; returns (params, opt_state, cum_losses + losses, losses, q)."""
     auto_vmap = jax.default_backend() != "cpu" or args.population_size == 1  # one member: vmap adds no batched conv
     vectorized = args.population_step == "vmap" or (args.population_step == "auto" and auto_vmap)
 
     def td_target(target_params, batch):
         obs, actions, rewards, dones, next_obs = batch
-        q_next = q_network.apply(target_params, next_obs).max(axis=-1)
-        return rewards + args.gamma * (1.0 - dones) * q_next
+        return rewards + args.gamma * (1.0 - dones) * q_network.apply(target_params, next_obs).max(axis=-1)
 
     def member_step(params, opt_state, mask, batch, y):
         obs, actions = batch[0], batch[1]
@@ -463,8 +455,7 @@ def make_act(q_network):
     def act(params, obs, cum_losses, key):
         key, draw_key = jax.random.split(key)
         k = jax.random.choice(draw_key, cum_losses.shape[0], p=sampling_probabilities(cum_losses))
-        q = q_network.apply(member(params, k), obs)
-        return q.argmax(axis=-1)[0], k, key
+        return q_network.apply(member(params, k), obs).argmax(axis=-1)[0], k, key
 
     return jax.jit(act)
 
@@ -485,13 +476,9 @@ def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, epsil
         saved = flax.serialization.from_bytes({"params": template, "masks": dense_mask(template)}, f.read())
     params = apply_mask(saved["params"], saved["masks"])
     greedy = jax.jit(lambda p, o: model.apply(p, o).argmax(axis=-1))
-    rng = np.random.default_rng(seed)
-    returns = []
+    rng, returns = np.random.default_rng(seed), []
     while len(returns) < eval_episodes:
-        if rng.random() < epsilon:
-            action = env.action_space.sample()
-        else:
-            action = int(greedy(params, obs[None])[0])
+        action = env.action_space.sample() if rng.random() < epsilon else int(greedy(params, obs[None])[0])
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
@@ -509,16 +496,14 @@ def main(args):
     logger = Logger(args, run_name, checkpoint)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    key = jax.random.key(args.seed)
-    _, q_key, act_key = jax.random.split(key, 3)
+    _, q_key, act_key = jax.random.split(jax.random.key(args.seed), 3)
 
     # INIT ENV
     env = make_env(args.env_id, args.seed, 0, args.capture_video, run_name, args.max_episode_steps)()
     assert isinstance(env.action_space, gym.spaces.Discrete), "only discrete action space is supported"
     obs, _ = env.reset(seed=args.seed)
 
-    # INIT POPULATION: K dense online networks (independent inits, or one copied K times), each with its own mask and
-    # Adam state; the target is a copy of member 0
+    # INIT POPULATION: K dense online networks (K inits, or one copied K times) with masks and Adam states; target: member 0
     K = args.population_size
     q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
     optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
@@ -527,8 +512,7 @@ def main(args):
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
     update, act = make_update(args, q_network, optimizer), make_act(q_network)
 
-    # TRAINING STATE: everything a checkpoint holds (the delivered network is the target, member k*)
-    # (sparsities: each member's sampled sparsity, the parents of Eq. 3; cum_losses: L_k since the last target update)
+    # TRAINING STATE: all a checkpoint holds (sparsities: sampled ones, Eq. 3's parents; cum_losses: L_k since the target)
     s = TrainState(step=0, pop=pop, target=(member(pop["params"], 0), member(pop["masks"], 0)), sparsities=np.zeros(K),
                    cum_losses=jnp.zeros(K), rng=np.random.default_rng(args.seed), key=act_key, env=env, obs=obs,
                    rb=ReplayBuffer(args.buffer_size, seed=args.seed), learn_after=args.learning_starts,

@@ -330,8 +330,7 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
@@ -361,11 +360,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking
