@@ -512,7 +512,7 @@ def main(args):
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
     update, act = make_update(args, q_network, optimizer), make_act(q_network)
 
-    # TRAINING STATE: all a checkpoint holds (sparsities: sampled ones, Eq. 3's parents; cum_losses: L_k since the target)
+    # TRAINING STATE: all a checkpoint holds (sparsities: Eq. 3's parents; cum_losses: L_k since the last target update)
     s = TrainState(step=0, pop=pop, target=(member(pop["params"], 0), member(pop["masks"], 0)), sparsities=np.zeros(K),
                    cum_losses=jnp.zeros(K), rng=np.random.default_rng(args.seed), key=act_key, env=env, obs=obs,
                    rb=ReplayBuffer(args.buffer_size, seed=args.seed), learn_after=args.learning_starts,
