@@ -123,10 +123,7 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
-    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
-    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
+    """ALE v5 preprocessed as in the paper (docs/atari.md), truncated after max_episode_steps (ALE's frame cap set above)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -404,8 +401,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -419,8 +415,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -431,22 +426,18 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]
@@ -465,11 +456,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking
@@ -477,10 +467,9 @@ def mask_stats(mask):
 
 # >>> shared: population
 def tournament(rng, losses, tournament_size):
-    """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without
-    replacement, each won by its lowest loss. A non-finite loss (NaN or +-inf) never wins: a tournament whose
-    contestants all have one is won by k*, so no such member is selected or copied; if no loss is finite the run has
-    diverged (Diverged). Returns (k*, selected)."""
+    """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without replacement,
+    each won by its lowest loss. A non-finite loss never wins: such a tournament goes to k*, so no such member is selected
+    or copied; with no finite loss, Diverged. Returns (k*, selected)."""
     losses = np.asarray(losses, dtype=np.float64)
     k = losses.size
     finite = np.isfinite(losses)
@@ -505,8 +494,7 @@ def copy_pairs(selected, population_size):
 
 
 def sample_sparsity(rng, parent_sparsity, step, horizon, period, alpha, beta):
-    """Eq. 3: xi ~ U(0, alpha); speed = min(xi * period / max(horizon - step, period), beta);
-    s = s_p + speed * (1 - s_p). The line step period / (horizon - step) would reach sparsity 1 at the horizon."""
+    """Eq. 3: s = s_p + min(xi * period / max(horizon - step, period), beta) * (1 - s_p), with xi ~ U(0, alpha)."""
     xi = rng.uniform(0.0, alpha)
     speed = min(xi * period / max(horizon - step, period), beta)
     return parent_sparsity + speed * (1.0 - parent_sparsity)
@@ -525,12 +513,9 @@ def finite_members(params):
 
 
 def select_population(rng, losses, pop, sparsities, step, horizon, period, args, optimizer):
-    """Population update at a target update. `pop` holds stacked (K, ...) "params", "masks" and "opt_state".
-    k* and every selected member keep weights, mask, sparsity and Adam state; each free slot becomes a copy of its
-    parent with a new sparsity (Eq. 3), a magnitude mask of the copied weights intersected with the parent's mask,
-    and a fresh Adam state. A member whose weights are not all finite counts as a non-finite loss: it is never
-    selected nor copied (see tournament); with no finite member left this raises Diverged. Returns (pop, sparsities,
-    k*, pairs)."""
+    """Population update of the stacked (K, ...) pop "params", "masks", "opt_state": selected members keep all; each free
+    slot gets a copy of its parent with a new sparsity (Eq. 3), a magnitude mask inside the parent's and a fresh Adam
+    state. Non-finite weights count as a non-finite loss (see tournament). Returns (pop, sparsities, k*, pairs)."""
     losses = np.where(finite_members(pop["params"]), np.asarray(losses, dtype=np.float64), np.nan)
     if not np.isfinite(losses).any():
         raise Diverged(f"step {step}: every member has a non-finite cumulated loss or non-finite weights "
@@ -559,8 +544,7 @@ def select_population(rng, losses, pop, sparsities, step, horizon, period, args,
 
 def sampling_probabilities(losses):
     """p_k proportional to 1 / (L_k + 1e-6), NaN -> 0; uniform if every p is 0."""
-    p = jnp.nan_to_num(1.0 / (losses + 1e-6), nan=0.0, posinf=0.0, neginf=0.0)
-    p = jnp.maximum(p, 0.0)
+    p = jnp.maximum(jnp.nan_to_num(1.0 / (losses + 1e-6), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
     total = p.sum()
     return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
 

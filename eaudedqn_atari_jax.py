@@ -124,10 +124,7 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
-    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
-    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
+    """ALE v5 preprocessed as in the paper (docs/atari.md), truncated after max_episode_steps (ALE's frame cap set above)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -183,14 +180,9 @@ class QNetwork(nn.Module):
 
 # >>> atari: replay buffer
 class ReplayBuffer:
-    """Ring buffer that stores each 84x84 frame once and rebuilds 4-frame stacks at sample time.
-
-    Row j holds the newest frame of the state in which action a_j was taken, with r_j and terminal_j. When an episode
-    ends (terminal or truncated) one extra "final" row holds the frame after the last action, so the last transition
-    keeps its next state (truncations bootstrap). Stacks are zero-padded before an episode's first row, as the
-    environment's FrameStackObservation(padding_type="zero") does. A transition j is sampled only if its row, the 3
-    rows of history it needs and row j+1 are all still in the ring, and row j is not a final row.
-    """
+    """Ring buffer storing each 84x84 frame once; 4-frame stacks are rebuilt at sample time, zero-padded before an episode's
+    first row. Row j: the newest frame of the state where a_j was taken, r_j, terminal_j; an episode end adds a "final" row
+    (the next frame: truncations bootstrap). Transition j is sampled if j is not final and its history and j+1 are stored."""
 
     STACK = 4
 
@@ -211,8 +203,7 @@ class ReplayBuffer:
         self.terminals = np.zeros(capacity, dtype=bool)
         self.firsts = np.zeros(capacity, dtype=bool)  # the row holds an episode's first frame
         self.finals = np.zeros(capacity, dtype=bool)  # the row holds the frame after an episode's last action
-        self.ptr, self.size, self.episode_open = 0, 0, False
-        self.rng = np.random.default_rng(seed)
+        self.ptr, self.size, self.episode_open, self.rng = 0, 0, False, np.random.default_rng(seed)
 
     def nbytes(self):
         return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.terminals, self.firsts, self.finals))
@@ -224,13 +215,11 @@ class ReplayBuffer:
         self.ptr, self.size = (p + 1) % self.capacity, min(self.size + 1, self.capacity)
 
     def add(self, frame, action, reward, terminated, truncated, next_frame):
-        """Stores one step: `frame` is the newest frame of the state, `next_frame` that of the next state
-        (used only when the episode ends here)."""
+        """Stores one step by the newest frames of its state and next state (`next_frame` kept only at an episode end)."""
         self._write(frame, action, reward, terminated, not self.episode_open, False)
-        self.episode_open = True
         if terminated or truncated:
             self._write(next_frame, 0, 0.0, False, False, True)
-            self.episode_open = False
+        self.episode_open = not (terminated or truncated)
 
     def _physical(self, logical):
         return (self.ptr - self.size + logical) % self.capacity
@@ -274,8 +263,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -289,8 +277,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -301,22 +288,18 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]
@@ -335,11 +318,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking
@@ -347,10 +329,9 @@ def mask_stats(mask):
 
 # >>> shared: population
 def tournament(rng, losses, tournament_size):
-    """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without
-    replacement, each won by its lowest loss. A non-finite loss (NaN or +-inf) never wins: a tournament whose
-    contestants all have one is won by k*, so no such member is selected or copied; if no loss is finite the run has
-    diverged (Diverged). Returns (k*, selected)."""
+    """k* = argmin of the cumulated losses, then K - 1 tournaments of `tournament_size` members drawn without replacement,
+    each won by its lowest loss. A non-finite loss never wins: such a tournament goes to k*, so no such member is selected
+    or copied; with no finite loss, Diverged. Returns (k*, selected)."""
     losses = np.asarray(losses, dtype=np.float64)
     k = losses.size
     finite = np.isfinite(losses)
@@ -375,8 +356,7 @@ def copy_pairs(selected, population_size):
 
 
 def sample_sparsity(rng, parent_sparsity, step, horizon, period, alpha, beta):
-    """Eq. 3: xi ~ U(0, alpha); speed = min(xi * period / max(horizon - step, period), beta);
-    s = s_p + speed * (1 - s_p). The line step period / (horizon - step) would reach sparsity 1 at the horizon."""
+    """Eq. 3: s = s_p + min(xi * period / max(horizon - step, period), beta) * (1 - s_p), with xi ~ U(0, alpha)."""
     xi = rng.uniform(0.0, alpha)
     speed = min(xi * period / max(horizon - step, period), beta)
     return parent_sparsity + speed * (1.0 - parent_sparsity)
@@ -395,12 +375,9 @@ def finite_members(params):
 
 
 def select_population(rng, losses, pop, sparsities, step, horizon, period, args, optimizer):
-    """Population update at a target update. `pop` holds stacked (K, ...) "params", "masks" and "opt_state".
-    k* and every selected member keep weights, mask, sparsity and Adam state; each free slot becomes a copy of its
-    parent with a new sparsity (Eq. 3), a magnitude mask of the copied weights intersected with the parent's mask,
-    and a fresh Adam state. A member whose weights are not all finite counts as a non-finite loss: it is never
-    selected nor copied (see tournament); with no finite member left this raises Diverged. Returns (pop, sparsities,
-    k*, pairs)."""
+    """Population update of the stacked (K, ...) pop "params", "masks", "opt_state": selected members keep all; each free
+    slot gets a copy of its parent with a new sparsity (Eq. 3), a magnitude mask inside the parent's and a fresh Adam
+    state. Non-finite weights count as a non-finite loss (see tournament). Returns (pop, sparsities, k*, pairs)."""
     losses = np.where(finite_members(pop["params"]), np.asarray(losses, dtype=np.float64), np.nan)
     if not np.isfinite(losses).any():
         raise Diverged(f"step {step}: every member has a non-finite cumulated loss or non-finite weights "
@@ -429,8 +406,7 @@ def select_population(rng, losses, pop, sparsities, step, horizon, period, args,
 
 def sampling_probabilities(losses):
     """p_k proportional to 1 / (L_k + 1e-6), NaN -> 0; uniform if every p is 0."""
-    p = jnp.nan_to_num(1.0 / (losses + 1e-6), nan=0.0, posinf=0.0, neginf=0.0)
-    p = jnp.maximum(p, 0.0)
+    p = jnp.maximum(jnp.nan_to_num(1.0 / (losses + 1e-6), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
     total = p.sum()
     return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), jnp.full_like(p, 1.0 / p.size))
 
@@ -440,15 +416,13 @@ def sampling_probabilities(losses):
 
 # ALGO LOGIC: one vmapped update of all members against one shared target
 def make_update(args, q_network, optimizer):
-    """Returns the jitted population step (params, opt_state, masks, target_params, batch, cum_losses) ->
-    (params, opt_state, cum_losses, losses, q): stacked (K, ...) members, the shared target's values computed once."""
+    """The jitted update of the stacked (K, ...) members; returns (params, opt_state, cum_losses + losses, losses, q)."""
     auto_vmap = jax.default_backend() != "cpu" or args.population_size == 1  # one member: vmap adds no batched conv
     vectorized = args.population_step == "vmap" or (args.population_step == "auto" and auto_vmap)
 
     def td_target(target_params, batch):
         obs, actions, rewards, dones, next_obs = batch
-        q_next = q_network.apply(target_params, next_obs).max(axis=-1)
-        return rewards + args.gamma * (1.0 - dones) * q_next
+        return rewards + args.gamma * (1.0 - dones) * q_network.apply(target_params, next_obs).max(axis=-1)
 
     def member_step(params, opt_state, mask, batch, y):
         obs, actions = batch[0], batch[1]
@@ -481,8 +455,7 @@ def make_act(q_network):
     def act(params, obs, cum_losses, key):
         key, draw_key = jax.random.split(key)
         k = jax.random.choice(draw_key, cum_losses.shape[0], p=sampling_probabilities(cum_losses))
-        q = q_network.apply(member(params, k), obs)
-        return q.argmax(axis=-1)[0], k, key
+        return q_network.apply(member(params, k), obs).argmax(axis=-1)[0], k, key
 
     return jax.jit(act)
 
@@ -503,13 +476,9 @@ def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, epsil
         saved = flax.serialization.from_bytes({"params": template, "masks": dense_mask(template)}, f.read())
     params = apply_mask(saved["params"], saved["masks"])
     greedy = jax.jit(lambda p, o: model.apply(p, o).argmax(axis=-1))
-    rng = np.random.default_rng(seed)
-    returns = []
+    rng, returns = np.random.default_rng(seed), []
     while len(returns) < eval_episodes:
-        if rng.random() < epsilon:
-            action = env.action_space.sample()
-        else:
-            action = int(greedy(params, obs[None])[0])
+        action = env.action_space.sample() if rng.random() < epsilon else int(greedy(params, obs[None])[0])
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
@@ -527,16 +496,14 @@ def main(args):
     logger = Logger(args, run_name, checkpoint)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    key = jax.random.key(args.seed)
-    _, q_key, act_key = jax.random.split(key, 3)
+    _, q_key, act_key = jax.random.split(jax.random.key(args.seed), 3)
 
     # INIT ENV
     env = make_env(args.env_id, args.seed, 0, args.capture_video, run_name, args.max_episode_steps)()
     assert isinstance(env.action_space, gym.spaces.Discrete), "only discrete action space is supported"
     obs, _ = env.reset(seed=args.seed)
 
-    # INIT POPULATION: K dense online networks (independent inits, or one copied K times), each with its own mask and
-    # Adam state; the target is a copy of member 0
+    # INIT POPULATION: K dense online networks (K inits, or one copied K times) with masks and Adam states; target: member 0
     K = args.population_size
     q_network = QNetwork(action_dim=env.action_space.n, hidden=hidden_width(args.network_size))
     optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
@@ -545,8 +512,7 @@ def main(args):
     pop = {"params": params, "masks": jax.vmap(dense_mask)(params), "opt_state": jax.vmap(optimizer.init)(params)}
     update, act = make_update(args, q_network, optimizer), make_act(q_network)
 
-    # TRAINING STATE: everything a checkpoint holds (the delivered network is the target, member k*)
-    # (sparsities: each member's sampled sparsity, the parents of Eq. 3; cum_losses: L_k since the last target update)
+    # TRAINING STATE: all a checkpoint holds (sparsities: Eq. 3's parents; cum_losses: L_k since the last target update)
     s = TrainState(step=0, pop=pop, target=(member(pop["params"], 0), member(pop["masks"], 0)), sparsities=np.zeros(K),
                    cum_losses=jnp.zeros(K), rng=np.random.default_rng(args.seed), key=act_key, env=env, obs=obs,
                    rb=ReplayBuffer(args.buffer_size, seed=args.seed), learn_after=args.learning_starts,

@@ -119,10 +119,7 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
-    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
-    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
+    """ALE v5 preprocessed as in the paper (docs/atari.md), truncated after max_episode_steps (ALE's frame cap set above)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -400,8 +397,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -415,8 +411,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -427,22 +422,18 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]
@@ -461,11 +452,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking

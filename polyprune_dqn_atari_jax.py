@@ -122,10 +122,7 @@ def check_atari_env_id(env_id):
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, max_episode_steps=27_000):
-    """ALE v5 with the paper's preprocessing: sticky actions 0.25, 4-frame repeat with max-pool of the last two
-    frames, 84x84 grayscale, no no-op/fire reset, game over is the only terminal, a 4-frame stack zero-padded at reset.
-    Episodes are cut (truncated) after max_episode_steps agent steps; ALE's own frame limit is set just above it, so
-    the step limit is the one that binds (ALE's 100,000 frames would cut at 25,000 steps, before the 27,000)."""
+    """ALE v5 preprocessed as in the paper (docs/atari.md), truncated after max_episode_steps (ALE's frame cap set above)."""
 
     def thunk():
         kwargs = dict(frameskip=1, repeat_action_probability=0.25, full_action_space=False,
@@ -181,14 +178,9 @@ class QNetwork(nn.Module):
 
 # >>> atari: replay buffer
 class ReplayBuffer:
-    """Ring buffer that stores each 84x84 frame once and rebuilds 4-frame stacks at sample time.
-
-    Row j holds the newest frame of the state in which action a_j was taken, with r_j and terminal_j. When an episode
-    ends (terminal or truncated) one extra "final" row holds the frame after the last action, so the last transition
-    keeps its next state (truncations bootstrap). Stacks are zero-padded before an episode's first row, as the
-    environment's FrameStackObservation(padding_type="zero") does. A transition j is sampled only if its row, the 3
-    rows of history it needs and row j+1 are all still in the ring, and row j is not a final row.
-    """
+    """Ring buffer storing each 84x84 frame once; 4-frame stacks are rebuilt at sample time, zero-padded before an episode's
+    first row. Row j: the newest frame of the state where a_j was taken, r_j, terminal_j; an episode end adds a "final" row
+    (the next frame: truncations bootstrap). Transition j is sampled if j is not final and its history and j+1 are stored."""
 
     STACK = 4
 
@@ -209,8 +201,7 @@ class ReplayBuffer:
         self.terminals = np.zeros(capacity, dtype=bool)
         self.firsts = np.zeros(capacity, dtype=bool)  # the row holds an episode's first frame
         self.finals = np.zeros(capacity, dtype=bool)  # the row holds the frame after an episode's last action
-        self.ptr, self.size, self.episode_open = 0, 0, False
-        self.rng = np.random.default_rng(seed)
+        self.ptr, self.size, self.episode_open, self.rng = 0, 0, False, np.random.default_rng(seed)
 
     def nbytes(self):
         return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.terminals, self.firsts, self.finals))
@@ -222,13 +213,11 @@ class ReplayBuffer:
         self.ptr, self.size = (p + 1) % self.capacity, min(self.size + 1, self.capacity)
 
     def add(self, frame, action, reward, terminated, truncated, next_frame):
-        """Stores one step: `frame` is the newest frame of the state, `next_frame` that of the next state
-        (used only when the episode ends here)."""
+        """Stores one step by the newest frames of its state and next state (`next_frame` kept only at an episode end)."""
         self._write(frame, action, reward, terminated, not self.episode_open, False)
-        self.episode_open = True
         if terminated or truncated:
             self._write(next_frame, 0, 0.0, False, False, True)
-            self.episode_open = False
+        self.episode_open = not (terminated or truncated)
 
     def _physical(self, logical):
         return (self.ptr - self.size + logical) % self.capacity
@@ -272,8 +261,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -287,8 +275,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -299,22 +286,18 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]
@@ -333,11 +316,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking
@@ -368,13 +350,9 @@ def is_pruning_step(step, frequency, start_step, end_step):
 def make_update(args, q_network, optimizer):
     """Returns the jitted gradient step (params, opt_state, mask, target_params, batch) -> (params, opt_state, loss, q)."""
 
-    def td_target(target_params, batch):
+    def update(params, opt_state, mask, target_params, batch):
         obs, actions, rewards, dones, next_obs = batch
-        q_next = q_network.apply(target_params, next_obs).max(axis=-1)
-        return rewards + args.gamma * (1.0 - dones) * q_next
-
-    def member_step(params, opt_state, mask, batch, y):
-        obs, actions = batch[0], batch[1]
+        y = rewards + args.gamma * (1.0 - dones) * q_network.apply(target_params, next_obs).max(axis=-1)
 
         def loss_fn(p):
             q = jnp.take_along_axis(q_network.apply(p, obs), actions[:, None], axis=-1)[:, 0]
@@ -385,16 +363,13 @@ def make_update(args, q_network, optimizer):
         params = apply_mask(optax.apply_updates(params, updates), mask)
         return params, opt_state, loss, q_mean
 
-    def update(params, opt_state, mask, target_params, batch):
-        return member_step(params, opt_state, mask, batch, td_target(target_params, batch))
-
     return jax.jit(update, donate_argnums=(0, 1))
 
 
 def prune_to_schedule(params, mask, step, args, t_start, t_end):
-    """(params, mask) magnitude-pruned to the cubic schedule's sparsity at `step`; weights pruned before stay pruned."""
+    """(params, mask, its sparsity) magnitude-pruned to the cubic schedule at `step`; weights pruned before stay pruned."""
     mask = make_mask(params, polynomial_sparsity(step, args.final_sparsity, t_start, t_end), mask, args.prune_scope)
-    return apply_mask(params, mask), mask
+    return apply_mask(params, mask), mask, mask_stats(mask)[0]
 
 
 # >>> atari: online dqn
@@ -413,13 +388,9 @@ def evaluate(model_path, make_env, env_id, eval_episodes, run_name, Model, epsil
         saved = flax.serialization.from_bytes({"params": template, "masks": dense_mask(template)}, f.read())
     params = apply_mask(saved["params"], saved["masks"])
     greedy = jax.jit(lambda p, o: model.apply(p, o).argmax(axis=-1))
-    rng = np.random.default_rng(seed)
-    returns = []
+    rng, returns = np.random.default_rng(seed), []
     while len(returns) < eval_episodes:
-        if rng.random() < epsilon:
-            action = env.action_space.sample()
-        else:
-            action = int(greedy(params, obs[None])[0])
+        action = env.action_space.sample() if rng.random() < epsilon else int(greedy(params, obs[None])[0])
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
@@ -449,22 +420,19 @@ def main(args):
     optimizer = optax.adam(learning_rate=args.learning_rate, eps=args.adam_eps)
     params = q_network.init(q_key, obs[None])
     mask = dense_mask(params)
-    update = make_update(args, q_network, optimizer)
-    greedy = jax.jit(lambda p, o: q_network.apply(p, o).argmax(axis=-1))
-    t_start, t_end = pruning_steps(args.total_timesteps, args.pruning_start, args.pruning_end)
+    update, greedy = make_update(args, q_network, optimizer), jax.jit(lambda p, o: q_network.apply(p, o).argmax(axis=-1))
+    t_s, t_e = pruning_steps(args.total_timesteps, args.pruning_start, args.pruning_end)  # the schedule's first, last step
 
     # TRAINING STATE: everything a checkpoint holds (the delivered network is the target, what is saved)
     s = TrainState(step=0, params=params, mask=mask, opt_state=optimizer.init(params),
                    target=(jax.tree.map(jnp.copy, params), mask), env=env, obs=obs,
-                   rb=ReplayBuffer(args.buffer_size, seed=args.seed), learn_after=args.learning_starts,
-                   online_sparsity=0.0, network_sparsity=0.0, nonzero=mask_stats(mask)[1],
-                   last_return=None, loss=None, q_mean=None)
+                   rb=ReplayBuffer(args.buffer_size, seed=args.seed), learn_after=args.learning_starts, online_sparsity=0.0,
+                   network_sparsity=0.0, nonzero=mask_stats(mask)[1], last_return=None, loss=None, q_mean=None)
     restore(s, checkpoint)
     if checkpoint and not checkpoint[2]:  # no replay buffer in the checkpoint: the episode goes on, the buffer restarts
         s.rb.ptr, s.rb.size, s.rb.episode_open, s.learn_after = 0, 0, False, s.step + args.learning_starts
         print(f"the checkpoint holds no replay buffer: refilling it, training again after step {s.learn_after:,}")
-    # checkpoints never hold non-finite weights
-    checkpointer = Checkpointer(args, logger, args.total_timesteps,
+    checkpointer = Checkpointer(args, logger, args.total_timesteps,  # checkpoints never hold non-finite weights
                                 check=lambda s: stop_if_not_finite(s.step, "parameters", s.params, logger.dir))
     progress = Progress(args.total_timesteps, s.step)
 
@@ -473,10 +441,7 @@ def main(args):
         s.step = global_step
         # ALGO LOGIC: epsilon-greedy action of the online network
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, global_step - 1)
-        if random.random() < epsilon:
-            action = s.env.action_space.sample()
-        else:
-            action = int(greedy(s.params, s.obs[None])[0])
+        action = s.env.action_space.sample() if random.random() < epsilon else int(greedy(s.params, s.obs[None])[0])
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, reward, terminated, truncated, info = s.env.step(action)
@@ -488,12 +453,9 @@ def main(args):
             next_obs, _ = s.env.reset()
         s.obs = next_obs
 
-        # ALGO LOGIC: pruning on the polynomial schedule, at the start of the step: when it is also a target update,
-        # the target copies the just-pruned network
-        if (args.final_sparsity > 0 and not args.distill
-                and is_pruning_step(global_step, args.pruning_frequency, t_start, t_end)):
-            s.params, s.mask = prune_to_schedule(s.params, s.mask, global_step, args, t_start, t_end)
-            s.online_sparsity = mask_stats(s.mask)[0]
+        # ALGO LOGIC: pruning on the polynomial schedule, first in the step (a target update copies the just-pruned network)
+        if args.final_sparsity > 0 and not args.distill and is_pruning_step(global_step, args.pruning_frequency, t_s, t_e):
+            s.params, s.mask, s.online_sparsity = prune_to_schedule(s.params, s.mask, global_step, args, t_s, t_e)
 
         # ALGO LOGIC: training.
         if global_step > s.learn_after:
@@ -504,16 +466,13 @@ def main(args):
                 s.target = (jax.tree.map(jnp.copy, s.params), s.mask)
                 s.network_sparsity, s.nonzero = mask_stats(s.target[1])
                 # ALGO LOGIC: DistillQN prunes right after the copy: the online network is a pruned version of the target
-                if args.final_sparsity > 0 and args.distill and global_step >= t_start:
-                    s.params, s.mask = prune_to_schedule(s.params, s.mask, global_step, args, t_start, t_end)
-                    s.online_sparsity = mask_stats(s.mask)[0]
+                if args.final_sparsity > 0 and args.distill and global_step >= t_s:
+                    s.params, s.mask, s.online_sparsity = prune_to_schedule(s.params, s.mask, global_step, args, t_s, t_e)
 
-        # TRY NOT TO MODIFY: metrics every 100 steps, the progress line, checkpoints (periodic, or on a signal); a
-        # non-finite loss or non-finite weights about to be checkpointed stop the run
+        # TRY NOT TO MODIFY: metrics every 100 steps, the progress line, checkpoints; a non-finite loss or weights stop the run
         if global_step % 100 == 0:
-            values = {"charts/SPS": progress.sps(global_step), "charts/epsilon": epsilon,
-                      "sparsity/online": s.online_sparsity, "sparsity/network": s.network_sparsity,
-                      "charts/nonzero_params": s.nonzero}
+            values = {"charts/SPS": progress.sps(global_step), "charts/epsilon": epsilon, "sparsity/online": s.online_sparsity,
+                      "sparsity/network": s.network_sparsity, "charts/nonzero_params": s.nonzero}
             if s.loss is not None:
                 stop_if_not_finite(global_step, "TD loss", s.loss, logger.dir)
                 values.update({"losses/td_loss": float(s.loss), "losses/q_values": float(s.q_mean)})

@@ -279,8 +279,7 @@ def prunable(x):
 
 
 def erk_densities(shapes, sparsity):
-    """Erdos-Renyi-Kernel densities (as jaxpruner): density_l proportional to sum(shape_l) / prod(shape_l),
-    scaled so that the kept weights total (1 - sparsity) of all kernel weights, layers above 1 set dense."""
+    """ERK densities as jaxpruner: proportional to sum(shape) / prod(shape), (1 - sparsity) of all weights kept, none > 1."""
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
     raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
     dense = np.zeros(len(shapes), dtype=bool)
@@ -294,8 +293,7 @@ def erk_densities(shapes, sparsity):
 
 
 def keep_counts(params, sparsity, scope="global"):
-    """Number of kernel weights kept: one count for the global scope, one per kernel for ERK.
-    n_keep = max(1, round(N (1 - s))), computed in float64 on the host so counts are exact."""
+    """Kernel weights kept, max(1, round(N (1 - s))) exactly on the host: one count (global) or one per kernel (erk)."""
     shapes = [x.shape for x in jax.tree.leaves(params) if prunable(x)]
     if scope == "global":
         return [max(1, round(sum(int(np.prod(s)) for s in shapes) * (1.0 - float(sparsity))))]
@@ -306,22 +304,18 @@ def keep_counts(params, sparsity, scope="global"):
 def _top_k_mask(scores, n_keep):
     """True for the n_keep largest scores; ties keep the lower flat index."""
     order = jnp.argsort(-scores, stable=True)
-    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-    return rank < n_keep
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype)) < n_keep  # rank < n_keep
 
 
 def make_mask(params, sparsity, prev_mask=None, scope="global"):
-    """Magnitude mask (a bool pytree shaped like params, biases all True) with exactly the zero count of
-    `sparsity`. Weights already pruned by `prev_mask` rank last and the result is intersected with it."""
+    """Magnitude mask (bool pytree, biases True) with exactly sparsity's zero count, inside prev_mask (its zeros rank last)."""
     leaves, treedef = jax.tree.flatten(params)
     prev = jax.tree.leaves(prev_mask) if prev_mask is not None else [jnp.ones(x.shape, bool) for x in leaves]
     kernels = [i for i, x in enumerate(leaves) if prunable(x)]
     scores = [jnp.where(prev[i], jnp.abs(leaves[i]), -1.0).ravel() for i in kernels]
     counts = keep_counts(params, sparsity, scope)
     if scope == "global":
-        flat = _top_k_mask(jnp.concatenate(scores), counts[0])
-        split = np.cumsum([s.size for s in scores])[:-1]
-        kept = jnp.split(flat, split)
+        kept = jnp.split(_top_k_mask(jnp.concatenate(scores), counts[0]), np.cumsum([s.size for s in scores])[:-1])
     else:
         kept = [_top_k_mask(s, n) for s, n in zip(scores, counts)]
     masks = [jnp.ones(x.shape, bool) for x in leaves]
@@ -340,11 +334,10 @@ def dense_mask(params):
 
 def mask_stats(mask):
     """(sparsity of the kernels, number of unpruned parameters in the whole network) as python numbers."""
-    leaves = jax.tree.leaves(mask)
-    kernel_total = sum(m.size for m in leaves if prunable(m))
-    kernel_kept = sum(int(m.sum()) for m in leaves if prunable(m))
-    bias_total = sum(m.size for m in leaves if not prunable(m))
-    return 1.0 - kernel_kept / kernel_total, kernel_kept + bias_total
+    kernels = [m for m in jax.tree.leaves(mask) if prunable(m)]
+    kernel_kept = sum(int(m.sum()) for m in kernels)
+    bias_total = sum(m.size for m in jax.tree.leaves(mask) if not prunable(m))
+    return 1.0 - kernel_kept / sum(m.size for m in kernels), kernel_kept + bias_total
 
 
 # <<< shared: masking
