@@ -742,7 +742,10 @@ class Logger:
             kept, self.wandb_id = checkpoint[1]["logger"]["event_files"], checkpoint[1]["logger"]["wandb_id"]
             for p in glob.glob(os.path.join(self.dir, "events.out.tfevents.*")):
                 size = kept.get(os.path.basename(p))
-                os.remove(p) if size is None else os.truncate(p, min(size, os.path.getsize(p)))
+                if size is None:
+                    os.remove(p)
+                elif os.path.getsize(p) > size:
+                    os.truncate(p, size)
         if args.track:
             import wandb
 

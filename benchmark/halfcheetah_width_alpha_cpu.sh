@@ -4,8 +4,9 @@
 # PolyPrune's schedule follow --total-timesteps). WORKERS runs at a time, each with single-threaded XLA and pinned to its
 # own share of the CPUs (--pin-cpus): on the 2-core dev machine EauDeSAC K=5 (256) did 47-49 env steps/s as one run on
 # both cores, 59 together as two single-threaded runs side by side, 83 when each is pinned to a core
-# (docs/halfcheetah_width_alpha.md). WORKERS=1 runs one at a time on both cores. Runs go to WORKDIR/runs through tools/launch.py; the same command resumes what is unfinished and
-# skips what is done. Groups start in the order below (cheap first). Then, to commit and rebuild:
+# (docs/halfcheetah_width_alpha.md). WORKERS=1 runs one at a time on both cores. Runs go to WORKDIR/runs through
+# tools/launch.py; the same command resumes what is unfinished and skips what is done. Groups start in the order
+# below (cheap first). Then, to commit and rebuild:
 #   python tools/results.py WORKDIR/runs --points 10 --export-compact docs/halfcheetah_width_alpha/compact_runs --out TMP
 #   python tools/study_width_alpha.py docs/halfcheetah_width_alpha/compact_runs --out docs/halfcheetah_width_alpha
 # Usage: WORKDIR=. WORKERS=2 SEEDS=1,2,3 bash benchmark/halfcheetah_width_alpha_cpu.sh [status | local --dry-run]

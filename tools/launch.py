@@ -273,8 +273,8 @@ def execute(run, workdir, env=None, echo=False, started=None, cpus=None):
     preempted, skipped. Keeps runs/NAME/launch_status.json (heartbeat every HEARTBEAT_SECONDS), appends the output to
     runs/NAME/stdout.log and stderr.log (and echoes it with echo). started(proc) is called once the script runs: a
     caller that sends it a signal sets proc.forwarded, and a script killed by that signal before it could checkpoint
-    counts as preempted (its newest checkpoint is intact). cpus: the CPUs the script is pinned to (its affinity is set
-    as soon as it is started, before its interpreter has started any thread, so every thread it makes inherits it)."""
+    counts as preempted (its newest checkpoint is intact). cpus: the CPUs the script is pinned to (set on its main thread
+    as soon as it is started, so the threads it starts later inherit it, and on any thread it has started already)."""
     name, run_dir = run["name"], os.path.join(workdir, "runs", run["name"])
     os.makedirs(run_dir, exist_ok=True)
     lock = open(os.path.join(run_dir, "launch.lock"), "a")
@@ -332,8 +332,10 @@ def _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started, cpu
         return "failed", 127
     if cpus:
         try:
-            os.sched_setaffinity(proc.pid, cpus)
-        except ProcessLookupError:  # it has already exited
+            os.sched_setaffinity(proc.pid, cpus)  # the threads it starts from now on inherit this
+            for tid in os.listdir(f"/proc/{proc.pid}/task"):  # and any it has started already
+                os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):  # it has already exited
             pass
     proc.forwarded = None
     status["child_pid"] = proc.pid
