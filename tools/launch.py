@@ -333,10 +333,14 @@ def _execute(run, workdir, run_dir, previous, slurm_job, env, echo, started, cpu
     if cpus:
         try:
             os.sched_setaffinity(proc.pid, cpus)  # the threads it starts from now on inherit this
-            for tid in os.listdir(f"/proc/{proc.pid}/task"):  # and any it has started already
-                os.sched_setaffinity(int(tid), cpus)
+            tids = os.listdir(f"/proc/{proc.pid}/task")  # and any it has started already
         except (ProcessLookupError, FileNotFoundError):  # it has already exited
-            pass
+            tids = []
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:  # that thread has ended meanwhile; the others still get pinned
+                pass
     proc.forwarded = None
     status["child_pid"] = proc.pid
     write_status(run_dir, status)
